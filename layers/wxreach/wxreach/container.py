@@ -1,0 +1,60 @@
+"""Composition root: adapters built lazily, once per container, and shared by handlers.
+
+Tests call `reset()` so each moto context gets fresh clients and caches.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from wxreach.accounts import AccountRepository, SecretStore
+from wxreach.aws import reset_clients
+from wxreach.callbacks import CallbackService
+from wxreach.dedupe import CallbackDeduper
+from wxreach.errors import WxReachError
+from wxreach.followers import FollowerStore
+from wxreach.journey import EventBridgeJourneyPublisher
+from wxreach.settings import get_settings
+from wxreach.status_queue import SqsDeliveryEventQueue
+
+
+@functools.cache
+def accounts() -> AccountRepository:
+    settings = get_settings()
+    return AccountRepository(settings.quota_table, cache_seconds=settings.account_cache_seconds)
+
+
+@functools.cache
+def secrets() -> SecretStore:
+    settings = get_settings()
+    return SecretStore(settings.secrets_prefix, max_age_seconds=settings.secrets_max_age_seconds)
+
+
+@functools.cache
+def followers() -> FollowerStore:
+    return FollowerStore(get_settings().quota_table)
+
+
+@functools.cache
+def callback_service() -> CallbackService:
+    settings = get_settings()
+    if not settings.status_queue_url or not settings.journey_bus:
+        raise WxReachError(
+            "WXREACH_STATUS_QUEUE_URL and WXREACH_JOURNEY_BUS must be set", reason="misconfigured"
+        )
+    return CallbackService(
+        accounts=accounts(),
+        secrets=secrets(),
+        followers=followers(),
+        deduper=CallbackDeduper(settings.idempotency_table, ttl_seconds=settings.dedupe_ttl_seconds),
+        deliveries=SqsDeliveryEventQueue(settings.status_queue_url),
+        journeys=EventBridgeJourneyPublisher(settings.journey_bus),
+        replay_window_seconds=settings.replay_window_seconds,
+        max_callback_bytes=settings.max_callback_bytes,
+    )
+
+
+def reset() -> None:
+    for factory in (accounts, secrets, followers, callback_service, get_settings):
+        factory.cache_clear()
+    reset_clients()

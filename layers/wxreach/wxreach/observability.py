@@ -1,0 +1,57 @@
+"""Logger, Tracer and Metrics for every function, configured once.
+
+Every log line passes through a formatter that masks openids and registered secrets, so a
+careless `logger.info(event)` cannot leak them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+# WeChat openids: 28 characters of [A-Za-z0-9_-], starting with "o" for official accounts.
+_OPENID = re.compile(r"(?<![A-Za-z0-9_-])o[A-Za-z0-9_-]{27}(?![A-Za-z0-9_-])")
+_MIN_SECRET_LEN = 6
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_secret_pattern: re.Pattern[str] | None = None
+
+
+def mask_openid(openid: str) -> str:
+    """A stable, non-reversible stand-in for an openid: logs stay correlatable, never identifying."""
+    return "oid:" + hashlib.sha256(openid.encode()).hexdigest()[:12]
+
+
+def register_secret(*values: str | None) -> None:
+    """Remember secret values (AppSecret, Token, EncodingAESKey, access tokens) to scrub from logs."""
+    global _secret_pattern
+    fresh = {v for v in values if v and len(v) >= _MIN_SECRET_LEN} - _secrets
+    if not fresh:
+        return
+    with _secrets_lock:
+        _secrets.update(fresh)
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def scrub(text: str) -> str:
+    pattern = _secret_pattern
+    if pattern is not None:
+        text = pattern.sub("***", text)
+    return _OPENID.sub(lambda m: mask_openid(m.group(0)), text)
+
+
+class MaskingFormatter(LambdaPowertoolsFormatter):
+    def serialize(self, log: dict[str, Any]) -> str:
+        return scrub(super().serialize(log))
+
+
+logger = Logger(logger_formatter=MaskingFormatter())
+tracer = Tracer()
+metrics = Metrics()

@@ -1,0 +1,42 @@
+"""Settings parsed once from the environment (WXREACH_* variables set by template.yaml)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    quota_table: str = "wxreach-quota"
+    ledger_table: str = "wxreach-ledger"
+    idempotency_table: str = "wxreach-idempotency"
+    secrets_prefix: str = "wxreach/accounts/"
+    status_queue_url: str | None = None
+    journey_bus: str | None = None
+    # Callbacks whose timestamp is further than this from now are refused; 0 disables the check.
+    replay_window_seconds: int = Field(default=300, ge=0)
+    dedupe_ttl_seconds: int = Field(default=900, ge=60)
+    max_callback_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Secrets and account records are cached per container; rotation shows up within this time.
+    secrets_max_age_seconds: int = Field(default=300, ge=0)
+    account_cache_seconds: int = Field(default=60, ge=0)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[f"WXREACH_{name.upper()}"]
+            for name in cls.model_fields
+            if env.get(f"WXREACH_{name.upper()}") not in (None, "")
+        }
+        return cls.model_validate(values)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings.from_environ()

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support import wechat
+from tests.support.aws import AwsWorld, aws_world
+from tests.support.fixtures import api_event
+from tests.support.lambda_context import FakeLambdaContext
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsWorld]:
+    with aws_world(monkeypatch) as w:
+        yield w
+
+
+def call(handler_module: Any, event: dict[str, Any]) -> dict[str, Any]:
+    response = handler_module.lambda_handler(event, FakeLambdaContext())
+    assert "Traceback" not in (response.get("body") or "")
+    return response
+
+
+def json_body(response: dict[str, Any]) -> Any:
+    return json.loads(response["body"])
+
+
+@pytest.fixture
+def register_account() -> Callable[..., dict[str, Any]]:
+    import operator_api_handler
+
+    def register(**overrides: Any) -> dict[str, Any]:
+        body = {
+            "appid": wechat.APPID,
+            "original_id": wechat.ORIGINAL_ID,
+            "name": "Demo Coffee",
+            "account_type": "service",
+            "verified": True,
+            "encryption_mode": "safe",
+            "secrets": {
+                "app_secret": wechat.APP_SECRET,
+                "token": wechat.TOKEN,
+                "encoding_aes_key": wechat.AES_KEY,
+            },
+        }
+        body.update(overrides)
+        response = call(operator_api_handler, api_event("create_account", body=body))
+        assert response["statusCode"] == 201, response["body"]
+        return json_body(response)
+
+    return register

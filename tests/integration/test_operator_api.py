@@ -1,0 +1,101 @@
+"""Operator API on moto: account registry and follower lookup."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+import operator_api_handler
+from tests.integration.conftest import call, json_body
+from tests.support import wechat
+from tests.support.aws import SECRETS_PREFIX, AwsWorld
+from tests.support.fixtures import api_event
+
+
+def test_register_account_stores_secrets_in_secrets_manager_only(
+    world: AwsWorld, register_account: Any
+) -> None:
+    account = register_account()
+    assert account["appid"] == wechat.APPID
+    assert "secrets" not in account
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=f"{SECRETS_PREFIX}{wechat.APPID}")
+    stored = json.loads(secret["SecretString"])
+    assert stored["app_secret"] == wechat.APP_SECRET
+    assert stored["encoding_aes_key"] == wechat.AES_KEY
+    items = boto3.client("dynamodb").scan(TableName=world.tables["QuotaTable"])["Items"]
+    assert wechat.APP_SECRET not in json.dumps(items)
+    assert wechat.TOKEN not in json.dumps(items)
+
+
+def test_get_and_list_accounts_never_return_secrets(world: AwsWorld, register_account: Any) -> None:
+    register_account()
+    register_account(appid="wxabcdefabcdefabcd", original_id="gh_aaaaaaaaaaaa", account_type="subscription")
+    got = call(operator_api_handler, api_event("get_account"))
+    assert got["statusCode"] == 200
+    assert json_body(got)["original_id"] == wechat.ORIGINAL_ID
+    listed = call(operator_api_handler, api_event("list_accounts"))
+    assert listed["statusCode"] == 200
+    body = json_body(listed)
+    assert sorted(a["appid"] for a in body["accounts"]) == ["wx1234567890abcdef", "wxabcdefabcdefabcd"]
+    for response in (got, listed):
+        assert wechat.APP_SECRET not in response["body"]
+        assert wechat.AES_KEY not in response["body"]
+
+
+def test_list_accounts_pages(world: AwsWorld, register_account: Any) -> None:
+    appids = [f"wx{i:016d}" for i in range(3)]
+    for i, appid in enumerate(appids):
+        register_account(appid=appid, original_id=f"gh_00000000000{i}")
+    first = json_body(call(operator_api_handler, api_event("list_accounts", query={"limit": "2"})))
+    assert len(first["accounts"]) == 2
+    second = json_body(
+        call(operator_api_handler, api_event("list_accounts", query={"limit": "2", "after": first["next"]}))
+    )
+    assert [a["appid"] for a in first["accounts"] + second["accounts"]] == appids
+
+
+def test_duplicate_registration_is_409(world: AwsWorld, register_account: Any) -> None:
+    register_account()
+    resp = call(operator_api_handler, api_event("create_account"))
+    assert resp["statusCode"] == 409
+    assert json_body(resp)["error"] == "account_exists"
+
+
+def test_invalid_registration_is_422_and_does_not_echo_secrets(world: AwsWorld) -> None:
+    body = json.loads(api_event("create_account")["body"])
+    body["appid"] = "not-an-appid"
+    body["secrets"]["encoding_aes_key"] = "short-secret-value"
+    resp = call(operator_api_handler, api_event("create_account", body=body))
+    assert resp["statusCode"] == 422
+    problems = json_body(resp)["problems"]
+    assert {tuple(p["loc"])[-1] for p in problems} >= {"appid", "encoding_aes_key"}
+    assert "short-secret-value" not in resp["body"]
+    assert world.item_count("QuotaTable") == 0
+
+
+def test_safe_mode_without_aes_key_is_400(world: AwsWorld) -> None:
+    body = json.loads(api_event("create_account")["body"])
+    del body["secrets"]["encoding_aes_key"]
+    resp = call(operator_api_handler, api_event("create_account", body=body))
+    assert resp["statusCode"] == 400
+    assert json_body(resp)["error"] == "missing_aes_key"
+
+
+def test_unknown_account_and_follower_are_404(world: AwsWorld, register_account: Any) -> None:
+    resp = call(
+        operator_api_handler, api_event("get_account", path_parameters={"appid": "wx0000000000000000"})
+    )
+    assert resp["statusCode"] == 404
+    register_account()
+    resp = call(operator_api_handler, api_event("get_follower"))
+    assert resp["statusCode"] == 404
+    assert json_body(resp)["error"] == "unknown_follower"
+
+
+def test_malformed_json_body_is_4xx(world: AwsWorld) -> None:
+    event = api_event("create_account")
+    event["body"] = "{not json"
+    resp = call(operator_api_handler, event)
+    assert 400 <= resp["statusCode"] < 500
