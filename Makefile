@@ -33,6 +33,7 @@ lint: $(STAMP) ## ruff, layer requirements in sync, sam validate --lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/export_layer_requirements.py --check
+	$(PY) scripts/export_openapi.py --check
 	$(VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
 
 .PHONY: test
