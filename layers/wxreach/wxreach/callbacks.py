@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wxreach.accounts import Account, AccountRepository, AccountSecrets, EncryptionMode, SecretStore
-from wxreach.callback_events import CallbackEvent, EventKind, parse_event
+from wxreach.callback_events import (
+    CallbackEvent,
+    EventKind,
+    PopupSubscription,
+    SubscribeDecision,
+    SubscribeEvent,
+    SubscribeMsgChangeEvent,
+    SubscribeMsgPopupEvent,
+    parse_event,
+)
 from wxreach.callback_xml import parse_callback_xml
 from wxreach.crypto import CallbackCipher, verify_msg_signature, verify_plain_signature
 from wxreach.dedupe import CallbackDeduper
@@ -171,19 +180,19 @@ class CallbackService:
             )
 
         kind = event.kind
-        if kind is EventKind.SUBSCRIBE:
-            scene = getattr(event, "scene", None)
+        if isinstance(event, SubscribeEvent):
+            scene = event.scene
             if self._followers.set_following(appid, openid, following=True, at=at, scene=scene):
                 journey(JourneyDetailType.FOLLOWED, scene=scene)
         elif kind is EventKind.UNSUBSCRIBE:
             if self._followers.set_following(appid, openid, following=False, at=at):
                 journey(JourneyDetailType.UNFOLLOWED)
-        elif kind is EventKind.SUBSCRIBE_MSG_POPUP:
-            for item in event.items:  # type: ignore[attr-defined]
+        elif isinstance(event, SubscribeMsgPopupEvent):
+            for item in event.items:
                 self._apply_popup_choice(appid, openid, item, at, event.dedupe_key, journey)
-        elif kind is EventKind.SUBSCRIBE_MSG_CHANGE:
-            for item in event.items:  # type: ignore[attr-defined]
-                if str(item.status).lower() == "reject":
+        elif isinstance(event, SubscribeMsgChangeEvent):
+            for item in event.items:
+                if item.decision is SubscribeDecision.REJECT:
                     if self._followers.set_status(
                         appid,
                         openid,
@@ -219,14 +228,13 @@ class CallbackService:
         self,
         appid: str,
         openid: str,
-        item: Any,
+        item: PopupSubscription,
         at: datetime,
         dedupe_key: str,
         journey: Callable[..., None],
     ) -> None:
-        status = str(item.status).lower()
-        scene = getattr(item, "popup_scene", None)
-        if status == "accept":
+        scene = item.popup_scene
+        if item.decision is SubscribeDecision.ACCEPT:
             kind = self._followers.template_kind(appid, item.template_id)
             if kind is SubscriptionKind.LONG_TERM:
                 self._followers.set_status(
@@ -242,10 +250,10 @@ class CallbackService:
                 subscription_kind=str(kind),
                 popup_scene=scene,
             )
-        elif status == "reject":
+        elif item.decision is SubscribeDecision.REJECT:
             self._followers.set_status(
                 appid, openid, item.template_id, status=SubscriptionStatus.REJECTED, at=at
             )
             journey(JourneyDetailType.SUBSCRIPTION_REJECTED, template_id=item.template_id, popup_scene=scene)
         else:
-            logger.warning("unknown popup status kept as-is", status=status)
+            logger.warning("unknown popup status ignored", status=item.status)

@@ -1,0 +1,320 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import fixtures
+from tests.support.fixtures import WECHAT_EVENTS_DIR, api_event, callback_xml
+from wxreach.callback_xml import MAX_CALLBACK_BYTES, parse_callback_xml
+from wxreach.errors import MalformedCallback
+
+OPENID = "oWx1a2b3c4d5e6f7g8h9i0jKlMnO"
+FIXTURE_NAMES = sorted(path.stem for path in WECHAT_EVENTS_DIR.glob("*.xml"))
+
+
+def refusal(body: bytes | str, **kwargs: int) -> MalformedCallback:
+    with pytest.raises(MalformedCallback) as exc_info:
+        parse_callback_xml(body, **kwargs)
+    assert exc_info.value.status == 400
+    return exc_info.value
+
+
+def test_every_expected_fixture_exists() -> None:
+    assert set(FIXTURE_NAMES) >= {
+        "subscribe",
+        "subscribe_qrscene",
+        "unsubscribe",
+        "scan",
+        "subscribe_msg_popup_event",
+        "subscribe_msg_popup_single",
+        "subscribe_msg_change_event",
+        "subscribe_msg_sent_event",
+        "template_send_job_finish",
+        "template_send_job_finish_failed",
+        "mass_send_job_finish",
+        "mass_send_job_finish_review_failed",
+        "publish_job_finish",
+        "freepublish_job_finish",
+        "text_message",
+        "image_message",
+        "unknown_event",
+    }
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_every_fixture_parses_with_the_common_fields(name: str) -> None:
+    fields = parse_callback_xml(callback_xml(name))
+
+    assert fields["FromUserName"] == OPENID
+    assert fields["ToUserName"] in {"gh_3f1a2b3c4d5e", ""}
+    assert fields["CreateTime"].isdigit()
+    assert fields["MsgType"] in {"event", "text", "image"}
+
+
+def test_leaves_become_text_with_cdata_unwrapped() -> None:
+    fields = parse_callback_xml(callback_xml("subscribe_qrscene"))
+
+    assert fields == {
+        "ToUserName": "gh_3f1a2b3c4d5e",
+        "FromUserName": OPENID,
+        "CreateTime": "1714036612",
+        "MsgType": "event",
+        "Event": "subscribe",
+        "EventKey": "qrscene_spring_campaign_42",
+        "Ticket": (
+            "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2taZ2Z3TVRtNzJXV1Brb3ZhYmJJAAIEZ23sUwMEmm3sUw=="
+        ),
+    }
+
+
+def test_empty_cdata_and_empty_elements_are_empty_strings() -> None:
+    fields = parse_callback_xml(b"<xml><EventKey><![CDATA[]]></EventKey><Ticket/><Note></Note></xml>")
+    assert fields == {"EventKey": "", "Ticket": "", "Note": ""}
+
+
+def test_chinese_text_survives() -> None:
+    fields = parse_callback_xml(callback_xml("text_message"))
+    assert fields["Content"] == "请问春季活动什么时候开始？"
+    assert fields["MsgId"] == "7352043817265098241"
+
+
+def test_str_and_bytes_bodies_parse_the_same() -> None:
+    body = callback_xml("text_message")
+    assert parse_callback_xml(body) == parse_callback_xml(body.encode("utf-8"))
+
+
+def test_repeated_list_elements_become_a_list_of_dicts() -> None:
+    fields = parse_callback_xml(callback_xml("subscribe_msg_popup_event"))
+
+    assert fields["SubscribeMsgPopupEvent"] == {
+        "List": [
+            {
+                "TemplateId": "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc",
+                "SubscribeStatusString": "accept",
+                "PopupScene": "2",
+            },
+            {
+                "TemplateId": "9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI",
+                "SubscribeStatusString": "reject",
+                "PopupScene": "2",
+            },
+        ]
+    }
+
+
+def test_a_single_list_element_is_still_a_list() -> None:
+    fields = parse_callback_xml(callback_xml("subscribe_msg_popup_single"))
+
+    items = fields["SubscribeMsgPopupEvent"]["List"]
+    assert isinstance(items, list)
+    assert items == [
+        {
+            "TemplateId": "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc",
+            "SubscribeStatusString": "accept",
+            "PopupScene": "1",
+        }
+    ]
+
+
+def test_a_single_item_element_is_still_a_list() -> None:
+    fields = parse_callback_xml(callback_xml("publish_job_finish"))
+
+    detail = fields["PublishEventInfo"]["article_detail"]
+    assert detail == {
+        "count": "1",
+        "item": [{"idx": "1", "article_url": "https://mp.weixin.qq.com/s/b5O2OUs25HBxRceL7hfReg"}],
+    }
+
+
+def test_nested_result_lists_of_mass_send() -> None:
+    fields = parse_callback_xml(callback_xml("mass_send_job_finish"))
+
+    urls = fields["ArticleUrlResult"]["ResultList"]["item"]
+    assert [item["ArticleIdx"] for item in urls] == ["1", "2"]
+    assert urls[0]["ArticleUrl"].startswith(
+        "https://mp.weixin.qq.com/s?__biz=MzA3NjQ1MjE2Mg==&mid=2247483651&idx=1"
+    )
+    assert fields["CopyrightCheckResult"]["CheckState"] == "2"
+    assert len(fields["CopyrightCheckResult"]["ResultList"]["item"]) == 2
+
+
+def test_an_empty_result_list_stays_a_leaf() -> None:
+    fields = parse_callback_xml(callback_xml("mass_send_job_finish_review_failed"))
+    assert fields["ArticleUrlResult"]["ResultList"].strip() == ""
+
+
+def test_other_repeated_siblings_become_lists_and_single_ones_do_not() -> None:
+    fields = parse_callback_xml(callback_xml("freepublish_job_finish"))
+    assert fields["PublishEventInfo"] == {
+        "publish_id": "2247503052",
+        "publish_status": "2",
+        "fail_idx": ["1", "2"],
+    }
+
+
+def test_attributes_comments_and_processing_instructions_are_ignored() -> None:
+    body = b'<?xml version="1.0" encoding="UTF-8"?><xml><!-- note --><A kind="x">1</A><?pi data?></xml>'
+    assert parse_callback_xml(body) == {"A": "1"}
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE xml [
+  <!ENTITY lol "lol">
+  <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+  <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+  <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+  <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+  <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+  <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+  <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+  <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<xml><Content>&lol9;</Content></xml>"""
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<xml><FromUserName>&xxe;</FromUserName></xml>"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(BILLION_LAUGHS, id="billion-laughs"),
+        pytest.param(EXTERNAL_ENTITY, id="external-entity"),
+        pytest.param(
+            b'<!DOCTYPE xml SYSTEM "http://attacker.example/evil.dtd"><xml><A>1</A></xml>', id="external-dtd"
+        ),
+        pytest.param(b"<!DOCTYPE xml><xml><A>1</A></xml>", id="bare-doctype"),
+        pytest.param(
+            b'<!DOCTYPE xml [<!ENTITY name "value">]><xml><A>&name;</A></xml>', id="internal-entity"
+        ),
+    ],
+)
+def test_dtds_and_entities_are_forbidden(body: bytes) -> None:
+    error = refusal(body)
+    assert error.reason == "forbidden_xml"
+
+
+def test_external_entity_content_never_appears() -> None:
+    error = refusal(EXTERNAL_ENTITY)
+    assert "root:" not in error.message
+
+
+def test_oversize_body_is_refused_before_parsing() -> None:
+    # Garbage past the limit: the size check must win over the parser's complaint.
+    error = refusal(b"<" * (MAX_CALLBACK_BYTES + 1))
+    assert error.reason == "oversize"
+
+
+def test_body_at_the_limit_is_accepted() -> None:
+    head = b"<xml><A>1</A></xml>"
+    body = head + b" " * (MAX_CALLBACK_BYTES - len(head))
+    assert len(body) == MAX_CALLBACK_BYTES
+    assert parse_callback_xml(body) == {"A": "1"}
+
+
+def test_max_bytes_can_be_lowered() -> None:
+    body = callback_xml("subscribe")
+    assert refusal(body, max_bytes=100).reason == "oversize"
+
+
+def test_size_limit_counts_utf8_bytes_of_a_str_body() -> None:
+    body = "<xml><Content>" + "中" * 30 + "</Content></xml>"  # 45 characters, 105 bytes
+    assert refusal(body, max_bytes=100).reason == "oversize"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"   \n\t ", id="whitespace"),
+        pytest.param("", id="empty-str"),
+        pytest.param(b"success", id="plain-text"),
+        pytest.param(b"\x00\xff\xfe garbage", id="binary"),
+        pytest.param(b'{"ToUserName": "gh_3f1a2b3c4d5e"}', id="json"),
+        pytest.param(b"<xml><A>1</xml>", id="unclosed"),
+        pytest.param(b"<xml><A>1</A></xml><xml/>", id="two-roots"),
+        pytest.param(b"<root><A>1</A></root>", id="wrong-root"),
+        pytest.param(b"<XML><A>1</A></XML>", id="root-case"),
+        pytest.param(b'<xml xmlns="urn:x"><A>1</A></xml>', id="namespaced-root"),
+    ],
+)
+def test_unusable_bodies_are_malformed(body: bytes | str) -> None:
+    assert refusal(body).reason == "malformed_xml"
+
+
+def test_absurd_nesting_is_malformed_not_a_recursion_error() -> None:
+    depth = 5000
+    body = b"<xml>" + b"<a>" * depth + b"x" + b"</a>" * depth + b"</xml>"
+    assert refusal(body).reason == "malformed_xml"
+
+
+# --- the fixture helper -----------------------------------------------------------------------
+
+
+def test_callback_xml_replaces_top_level_fields_keeping_cdata() -> None:
+    body = callback_xml("subscribe", FromUserName="oOther000000000000000000000A", CreateTime="1714999999")
+
+    assert "<FromUserName><![CDATA[oOther000000000000000000000A]]></FromUserName>" in body
+    assert "<CreateTime>1714999999</CreateTime>" in body
+    assert parse_callback_xml(body)["FromUserName"] == "oOther000000000000000000000A"
+
+
+def test_callback_xml_escapes_bare_values() -> None:
+    body = callback_xml("template_send_job_finish", MsgID="1<2&3")
+    assert parse_callback_xml(body)["MsgID"] == "1<2&3"
+
+
+def test_callback_xml_without_overrides_is_the_file() -> None:
+    assert callback_xml("scan") == (WECHAT_EVENTS_DIR / "scan.xml").read_text(encoding="utf-8")
+
+
+def test_callback_xml_refuses_fields_it_cannot_replace() -> None:
+    with pytest.raises(KeyError, match="NoSuchField"):
+        callback_xml("subscribe", NoSuchField="x")
+    with pytest.raises(KeyError, match="MsgID"):
+        callback_xml("subscribe_msg_sent_event", MsgID="1")  # only nested, not top-level
+    with pytest.raises(ValueError, match="child elements"):
+        callback_xml("subscribe_msg_popup_event", SubscribeMsgPopupEvent="x")
+
+
+def test_api_event_applies_shallow_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = {
+        "resource": "/wechat/{appid}",
+        "httpMethod": "POST",
+        "path": "/wechat/wx1",
+        "headers": {"Content-Type": "text/xml", "Host": "example"},
+        "multiValueHeaders": {"Content-Type": ["text/xml"], "Host": ["example"]},
+        "queryStringParameters": {"signature": "old"},
+        "multiValueQueryStringParameters": {"signature": ["old"]},
+        "pathParameters": {"appid": "wx1"},
+        "body": None,
+    }
+    (tmp_path / "sample.json").write_text(json.dumps(source), encoding="utf-8")
+    monkeypatch.setattr(fixtures, "API_EVENTS_DIR", tmp_path)
+
+    event = api_event(
+        "sample",
+        path_parameters={"appid": "wx2"},
+        query={"timestamp": "1714036504"},
+        body={"name": "春季"},
+        headers={"content-type": "application/json"},
+        httpMethod="PUT",
+    )
+
+    assert event["pathParameters"] == {"appid": "wx2"}
+    assert event["path"] == "/wechat/wx2"
+    assert event["queryStringParameters"] == {"timestamp": "1714036504"}
+    assert event["multiValueQueryStringParameters"] == {"timestamp": ["1714036504"]}
+    assert event["body"] == '{"name": "春季"}'
+    assert event["headers"] == {"Host": "example", "content-type": "application/json"}
+    assert event["multiValueHeaders"] == {"Host": ["example"], "content-type": ["application/json"]}
+    assert event["httpMethod"] == "PUT"
+    with pytest.raises(KeyError, match="htpMethod"):
+        api_event("sample", htpMethod="PUT")
