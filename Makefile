@@ -32,6 +32,7 @@ install: $(STAMP) ## Create/refresh the virtualenv with everything needed to dev
 lint: $(STAMP) ## ruff, layer requirements in sync, sam validate --lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/wxreach/wxreach functions scripts
 	$(PY) scripts/export_layer_requirements.py --check
 	$(PY) scripts/export_openapi.py --check
 	$(VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
@@ -43,6 +44,18 @@ test: lint ## Lint, validate the template and run unit, integration and e2e test
 .PHONY: requirements
 requirements: ## Export the layer's requirements.txt from pyproject.toml
 	$(PY) scripts/export_layer_requirements.py
+
+.PHONY: demo
+demo: $(STAMP) ## Run the whole product locally (local stack + WeChat sandbox) and print a report
+	$(PY) -m local.demo
+
+.PHONY: local
+local: $(STAMP) ## Start the local stack (API on :3000, moto on :5000) until Ctrl-C
+	$(PY) -m local.stack
+
+.PHONY: sandbox
+sandbox: $(STAMP) ## Start the WeChat sandbox (:8900) until Ctrl-C
+	$(PY) -m local.sandbox
 
 .PHONY: build
 build: $(STAMP) ## sam build (layer and functions, arm64)

@@ -188,8 +188,8 @@ class CallbackService:
             if self._followers.set_following(appid, openid, following=False, at=at):
                 journey(JourneyDetailType.UNFOLLOWED)
         elif isinstance(event, SubscribeMsgPopupEvent):
-            for item in event.items:
-                self._apply_popup_choice(appid, openid, item, at, event.dedupe_key, journey)
+            for choice in event.items:
+                self._apply_popup_choice(appid, openid, choice, at, event.dedupe_key, journey)
         elif isinstance(event, SubscribeMsgChangeEvent):
             for item in event.items:
                 if item.decision is SubscribeDecision.REJECT:
