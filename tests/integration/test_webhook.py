@@ -331,3 +331,22 @@ def test_replay_window_zero_disables_the_check(
         register_account()
         resp = push(wechat.safe_push(callback_xml("subscribe", CreateTime=str(NOW)), timestamp=NOW - 86400))
         assert resp["statusCode"] == 200
+
+
+def test_failure_after_state_writes_lets_the_retry_finish_without_double_grant(
+    safe_account: AwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wxreach import container
+
+    xml = callback_xml("subscribe_msg_popup_single", CreateTime=str(NOW))
+    monkeypatch.setenv("WXREACH_JOURNEY_BUS", "no-such-bus")
+    container.reset()
+    with pytest.raises(Exception):  # noqa: B017 - Lambda reports it; API Gateway answers 5xx, WeChat retries
+        push(wechat.safe_push(xml, nonce="1"))
+    assert credits(follower())[ACCEPTED_TPL]["one_time_credits"] == 1
+
+    monkeypatch.setenv("WXREACH_JOURNEY_BUS", safe_account.bus_name)
+    container.reset()
+    assert push(wechat.safe_push(xml, nonce="2"))["body"] == "success"
+    assert credits(follower())[ACCEPTED_TPL]["one_time_credits"] == 1
+    assert [e["detail-type"] for e in safe_account.journey_events()] == ["Subscription Accepted"]
