@@ -279,7 +279,8 @@ class FunctionPool:
 
     def _log_line(self, message: str) -> None:
         """A line the runtime (not the handler) writes, to the console and the function's log."""
-        print(f"[{self.spec.logical_id}] {message}", flush=True)
+        if self.spec.echo:
+            print(f"[{self.spec.logical_id}] {message}", flush=True)
         if self.spec.log_path:
             with contextlib.suppress(OSError), open(self.spec.log_path, "a", encoding="utf-8") as log_file:
                 log_file.write(message + "\n")

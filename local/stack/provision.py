@@ -78,10 +78,13 @@ def _tags(value: Any) -> list[dict[str, str]]:
 
 
 class Provisioner:
-    def __init__(self, template: SamTemplate, endpoint: MotoEndpoint, *, logs_dir: Path) -> None:
+    def __init__(
+        self, template: SamTemplate, endpoint: MotoEndpoint, *, logs_dir: Path, echo_output: bool = True
+    ) -> None:
         self.template = template
         self.endpoint = endpoint
         self.logs_dir = logs_dir
+        self.echo_output = echo_output
         self.stack_name = str(template.pseudo["AWS::StackName"])
         self.partition = str(template.pseudo["AWS::Partition"])
         self.out = Provisioned()
@@ -571,6 +574,7 @@ class Provisioner:
             memory_size=int(props.get("MemorySize", 128)),
             environment={str(k): _text(v) for k, v in variables.items()},
             log_path=str(self.logs_dir / f"{decl.logical_id}.log"),
+            echo=self.echo_output,
         )
         self.out.functions[decl.logical_id] = spec
         return Resource(decl.logical_id, decl.type, "local", name, {"Arn": arn}, decl.origin)

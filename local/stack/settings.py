@@ -35,6 +35,7 @@ class Settings:
     scheduler_interval: float = 0.5  # seconds between polls of moto's Scheduler
     poll_wait_seconds: int = 1  # SQS long-poll wait (also bounds how long stop() takes)
     init_timeout: float = 60.0  # seconds a worker may take to import its handler
+    echo_function_output: bool = True  # False: function output goes to <data_dir>/logs only
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)

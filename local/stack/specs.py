@@ -59,6 +59,7 @@ class FunctionSpec:
     memory_size: int
     environment: dict[str, str]
     log_path: str = ""
+    echo: bool = True  # copy the function's output to the stack's console (always to log_path)
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,9 @@ class LocalStack:
             function_env = self._function_env_overrides()
             fresh_moto = self._start_moto()
             self._endpoint = MotoEndpoint(self.moto_url, settings.region, settings.account_id)
-            self.provisioned = Provisioner(template, self._endpoint, logs_dir=self.logs_dir).run()
+            self.provisioned = Provisioner(
+                template, self._endpoint, logs_dir=self.logs_dir, echo_output=settings.echo_function_output
+            ).run()
             self.warnings.extend(self.provisioned.warnings)
             self.api_key = self._load_api_key()
             self._start_functions(function_env)

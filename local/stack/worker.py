@@ -104,8 +104,9 @@ def _capture_output(spec: FunctionSpec, console: int) -> threading.Thread:
             for line in pipe:
                 if not line.endswith(b"\n"):
                     line += b"\n"
-                with contextlib.suppress(OSError):
-                    os.write(console, prefix + line)
+                if spec.echo:
+                    with contextlib.suppress(OSError):
+                        os.write(console, prefix + line)
                 if log_file is not None:
                     log_file.write(line)
                     log_file.flush()

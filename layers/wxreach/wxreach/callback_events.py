@@ -8,6 +8,8 @@ stays in `raw`.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -132,8 +134,14 @@ class CallbackEvent(_Model):
 
     @property
     def dedupe_key(self) -> str:
-        """Key under which a WeChat retry of this push is recognised (§5.3)."""
-        return f"evt:{self.from_user_name}:{self.create_time}:{self.event}"
+        """Key under which a WeChat retry of this push is recognised (§5.3).
+
+        WeChat's advice (FromUserName + CreateTime) merges two different events of one user in
+        the same second (two popups answered quickly); a retry repeats the whole body, so a
+        digest of the fields keeps retries equal and tells distinct events apart.
+        """
+        digest = hashlib.sha256(json.dumps(self.raw, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return f"evt:{self.from_user_name}:{self.create_time}:{self.event}:{digest[:16]}"
 
 
 class SubscribeEvent(CallbackEvent):
