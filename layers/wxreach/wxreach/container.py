@@ -6,16 +6,16 @@ Tests call `reset()` so each moto context gets fresh clients and caches.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from wxreach.accounts import AccountRepository, SecretStore
 from wxreach.aws import reset_clients
-from wxreach.callbacks import CallbackService
-from wxreach.dedupe import CallbackDeduper
 from wxreach.errors import WxReachError
 from wxreach.followers import FollowerStore
-from wxreach.journey import EventBridgeJourneyPublisher
 from wxreach.settings import get_settings
-from wxreach.status_queue import SqsDeliveryEventQueue
+
+if TYPE_CHECKING:
+    from wxreach.callbacks import CallbackService
 
 
 @functools.cache
@@ -37,6 +37,13 @@ def followers() -> FollowerStore:
 
 @functools.cache
 def callback_service() -> CallbackService:
+    # Imported here so functions that never receive callbacks (operator API) do not load
+    # crypto, XML parsing and the event models at cold start.
+    from wxreach.callbacks import CallbackService
+    from wxreach.dedupe import CallbackDeduper
+    from wxreach.journey import EventBridgeJourneyPublisher
+    from wxreach.status_queue import SqsDeliveryEventQueue
+
     settings = get_settings()
     if not settings.status_queue_url or not settings.journey_bus:
         raise WxReachError(
