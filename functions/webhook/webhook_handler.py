@@ -43,9 +43,14 @@ def _text(status: int, body: str) -> dict[str, Any]:
     return {"statusCode": status, "headers": {"Content-Type": "text/plain; charset=utf-8"}, "body": body}
 
 
-def _refusal(exc: WxReachError) -> dict[str, Any]:
-    logger.warning("callback refused", reason=exc.reason, status=exc.status)
-    metrics.add_metric(name="CallbackRefused", unit=MetricUnit.Count, value=1)
+def _error(exc: WxReachError) -> dict[str, Any]:
+    if exc.status >= 500:
+        # Ours, not the caller's: WeChat retries on 5xx.
+        logger.error("callback failed", reason=exc.reason, status=exc.status)
+        metrics.add_metric(name="CallbackFailed", unit=MetricUnit.Count, value=1)
+    else:
+        logger.warning("callback refused", reason=exc.reason, status=exc.status)
+        metrics.add_metric(name="CallbackRefused", unit=MetricUnit.Count, value=1)
     return {
         "statusCode": exc.status,
         "headers": {"Content-Type": "application/json"},
@@ -72,10 +77,12 @@ def handle(request: WebhookRequest) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    container.callback_service().register_lambda_context(context)
     try:
-        return handle(WebhookRequest.model_validate(event))
+        request = WebhookRequest.model_validate(event)
     except ValidationError:
-        return _refusal(InvalidInput("not an API Gateway proxy event", reason="bad_request"))
+        return _error(InvalidInput("not an API Gateway proxy event", reason="bad_request"))
+    try:
+        container.callback_service().register_lambda_context(context)
+        return handle(request)
     except WxReachError as exc:
-        return _refusal(exc)
+        return _error(exc)

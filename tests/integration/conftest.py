@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
 
 from tests.support import wechat
 from tests.support.aws import AwsWorld, aws_world
@@ -52,3 +54,24 @@ def register_account() -> Callable[..., dict[str, Any]]:
         return json_body(response)
 
     return register
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    service: str
+    operation: str
+    params: dict[str, Any]
+
+
+@pytest.fixture
+def aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[AwsCall]:
+    """Every AWS API call botocore makes from here on (the SDK boundary, not our code)."""
+    calls: list[AwsCall] = []
+    original = BaseClient._make_api_call
+
+    def recording(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
+        calls.append(AwsCall(self.meta.service_model.service_name, operation_name, api_params))
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    return calls

@@ -99,3 +99,22 @@ def test_malformed_json_body_is_4xx(world: AwsWorld) -> None:
     event["body"] = "{not json"
     resp = call(operator_api_handler, event)
     assert 400 <= resp["statusCode"] < 500
+
+
+def test_a_registration_in_flight_blocks_another_until_it_goes_stale(world: AwsWorld) -> None:
+    from wxreach import container
+    from wxreach.accounts import Account
+
+    container.accounts().reserve(Account(appid=wechat.APPID, original_id=wechat.ORIGINAL_ID))
+    resp = call(operator_api_handler, api_event("create_account"))
+    assert resp["statusCode"] == 409
+    assert call(operator_api_handler, api_event("get_account"))["statusCode"] == 404  # pending is invisible
+
+    boto3.client("dynamodb").update_item(
+        TableName=world.tables["QuotaTable"],
+        Key={"pk": {"S": f"ACCT#{wechat.APPID}"}, "sk": {"S": "ACCOUNT"}},
+        UpdateExpression="SET reserved_at = :old",
+        ExpressionAttributeValues={":old": {"N": "1"}},
+    )
+    assert call(operator_api_handler, api_event("create_account"))["statusCode"] == 201
+    assert call(operator_api_handler, api_event("get_account"))["statusCode"] == 200

@@ -350,3 +350,32 @@ def test_failure_after_state_writes_lets_the_retry_finish_without_double_grant(
     assert push(wechat.safe_push(xml, nonce="2"))["body"] == "success"
     assert credits(follower())[ACCEPTED_TPL]["one_time_credits"] == 1
     assert [e["detail-type"] for e in safe_account.journey_events()] == ["Subscription Accepted"]
+
+
+@pytest.fixture
+def compatible_account(world: AwsWorld, register_account: Any) -> AwsWorld:
+    register_account(encryption_mode="compatible")
+    return world
+
+
+def test_compatible_mode_uses_the_encrypted_copy_and_refuses_raw(compatible_account: AwsWorld) -> None:
+    xml = callback_xml("subscribe_qrscene", CreateTime=str(NOW))
+    encrypted = wechat.safe_push(xml)
+    # Compatible mode: plaintext fields and <Encrypt> side by side; only the encrypted copy counts.
+    tampered_plain = xml.replace("qrscene_spring_campaign_42", "qrscene_forged")
+    encrypt = encrypted.body.split("<Encrypt>")[1].split("</Encrypt>")[0]
+    body = tampered_plain.replace("</xml>", f"<Encrypt>{encrypt}</Encrypt></xml>")
+    assert push(wechat.Push(query=encrypted.query, body=body))["statusCode"] == 200
+    assert follower()["scene"] == "spring_campaign_42"
+
+    resp = push(wechat.plaintext_push(callback_xml("unsubscribe", CreateTime=str(NOW + 1))))
+    assert resp["statusCode"] == 403
+    assert json_body(resp)["error"] == "plaintext_refused"
+    assert follower()["following"] is True
+
+
+def test_plaintext_push_whose_openid_differs_from_the_url_is_refused(plain_account: AwsWorld) -> None:
+    p = wechat.plaintext_push(callback_xml("subscribe", CreateTime=str(NOW)))
+    resp = push(wechat.Push(query={**p.query, "openid": "oSomeoneElse0000000000000000"}, body=p.body))
+    assert resp["statusCode"] == 403
+    assert json_body(resp)["error"] == "openid_mismatch"

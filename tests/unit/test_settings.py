@@ -26,3 +26,9 @@ def test_empty_variables_fall_back_to_defaults() -> None:
 def test_invalid_values_are_refused() -> None:
     with pytest.raises(ValidationError):
         Settings.from_environ({"WXREACH_REPLAY_WINDOW_SECONDS": "-1"})
+
+
+def test_dedupe_must_outlive_the_replay_window() -> None:
+    with pytest.raises(ValidationError, match="dedupe_ttl_seconds"):
+        Settings.from_environ({"WXREACH_REPLAY_WINDOW_SECONDS": "600", "WXREACH_DEDUPE_TTL_SECONDS": "300"})
+    assert Settings.from_environ({"WXREACH_REPLAY_WINDOW_SECONDS": "0", "WXREACH_DEDUPE_TTL_SECONDS": "60"})

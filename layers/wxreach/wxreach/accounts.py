@@ -27,6 +27,7 @@ ORIGINAL_ID_PATTERN = r"^gh_[0-9A-Za-z]{6,32}$"
 # WeChat's console accepts a 3-32 character token of letters and digits.
 TOKEN_PATTERN = r"^[A-Za-z0-9]{3,32}$"  # noqa: S105 - a pattern, not a secret
 AES_KEY_PATTERN = r"^[A-Za-z0-9]{43}$"
+RESERVATION_TIMEOUT_SECONDS = 60
 
 
 def _matching(value: Any, pattern: str, expected: str) -> Any:
@@ -102,23 +103,51 @@ class AccountRepository:
         self._clock = clock
         self._cache: dict[str, tuple[float, Account]] = {}
 
-    def create(self, account: Account) -> Account:
-        stored = account.model_copy(update={"created_at": account.created_at or datetime.now(UTC)})
-        item = {
-            "pk": {"S": keys.account_pk(stored.appid)},
-            "sk": {"S": keys.ACCOUNT_SK},
-            "gsi1pk": {"S": keys.ACCOUNTS_INDEX_PK},
-            "gsi1sk": {"S": stored.appid},
-            "account": {"S": stored.model_dump_json()},
-        }
+    def reserve(self, account: Account) -> None:
+        """Claims the appid for a registration in progress (invisible to get/list until activated).
+
+        A reservation left by a crashed registration can be taken over after a minute.
+        """
+        now = int(time.time())
         try:
             client("dynamodb").put_item(
-                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                TableName=self._table,
+                Item={
+                    "pk": {"S": keys.account_pk(account.appid)},
+                    "sk": {"S": keys.ACCOUNT_SK},
+                    "state": {"S": "pending"},
+                    "reserved_at": {"N": str(now)},
+                },
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR (#state = :pending AND reserved_at < :stale)"
+                ),
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": "pending"},
+                    ":stale": {"N": str(now - RESERVATION_TIMEOUT_SECONDS)},
+                },
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise Conflict(f"account {stored.appid} already exists", reason="account_exists") from exc
+                raise Conflict(f"account {account.appid} already exists", reason="account_exists") from exc
             raise
+
+    def activate(self, account: Account) -> Account:
+        stored = account.model_copy(update={"created_at": account.created_at or datetime.now(UTC)})
+        client("dynamodb").update_item(
+            TableName=self._table,
+            Key={"pk": {"S": keys.account_pk(stored.appid)}, "sk": {"S": keys.ACCOUNT_SK}},
+            UpdateExpression="SET #state = :active, gsi1pk = :gpk, gsi1sk = :gsk, account = :account",
+            ConditionExpression="#state = :pending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":active": {"S": "active"},
+                ":pending": {"S": "pending"},
+                ":gpk": {"S": keys.ACCOUNTS_INDEX_PK},
+                ":gsk": {"S": stored.appid},
+                ":account": {"S": stored.model_dump_json()},
+            },
+        )
         return stored
 
     def get(self, appid: str) -> Account:
@@ -130,8 +159,8 @@ class AccountRepository:
             TableName=self._table,
             Key={"pk": {"S": keys.account_pk(appid)}, "sk": {"S": keys.ACCOUNT_SK}},
         )
-        if "Item" not in resp:
-            raise NotFound(f"unknown account {appid}", reason="unknown_account")
+        if resp.get("Item", {}).get("state", {}).get("S") != "active":
+            raise NotFound("unknown account", reason="unknown_account")
         account = Account.model_validate_json(resp["Item"]["account"]["S"])
         self._cache[appid] = (now, account)
         return account
@@ -187,7 +216,10 @@ class SecretStore:
             self._provider = parameters.SecretsProvider(boto3_client=client("secretsmanager"))
         try:
             raw = self._provider.get(self.name(appid), max_age=self._max_age, transform="json")
-        except parameters.exceptions.GetParameterError as exc:
+        except (
+            parameters.exceptions.GetParameterError,
+            parameters.exceptions.TransformParameterError,
+        ) as exc:
             raise WxReachError(f"secrets for {appid} unavailable", reason="secrets_unavailable") from exc
         try:
             secrets = AccountSecrets.model_validate(raw)
@@ -225,12 +257,8 @@ def register_account(
         raise InvalidInput(
             "encoding_aes_key is required unless encryption_mode is plaintext", reason="missing_aes_key"
         )
-    try:
-        repo.get(account.appid)
-    except NotFound:
-        pass
-    else:
-        raise Conflict(f"account {account.appid} already exists", reason="account_exists")
-    # Secret first: an account record must never exist without its secrets.
+    # Reserve, then store the secret, then activate: concurrent registrations of one appid
+    # cannot swap each other's secrets, and no active account ever lacks them.
+    repo.reserve(account)
     store.put(account.appid, registration.secrets)
-    return repo.create(account)
+    return repo.activate(account)

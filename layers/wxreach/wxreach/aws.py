@@ -9,13 +9,18 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-# Short timeouts: the webhook must answer WeChat well inside 5 s.
-_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 3, "mode": "standard"})
+from wxreach.settings import get_settings
 
 
 @functools.cache
 def client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    settings = get_settings()
+    config = Config(
+        connect_timeout=settings.aws_connect_timeout_seconds,
+        read_timeout=settings.aws_read_timeout_seconds,
+        retries={"max_attempts": settings.aws_max_attempts, "mode": "standard"},
+    )
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
 
 
 def reset_clients() -> None:

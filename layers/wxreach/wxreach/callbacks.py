@@ -6,12 +6,22 @@ EventBridge call, so the webhook answers WeChat well inside its 5 s budget.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from wxreach.accounts import Account, AccountRepository, AccountSecrets, EncryptionMode, SecretStore
+from wxreach.accounts import (
+    APPID_PATTERN,
+    Account,
+    AccountRepository,
+    AccountSecrets,
+    EncryptionMode,
+    SecretStore,
+)
 from wxreach.callback_events import (
     CallbackEvent,
     EventKind,
@@ -25,12 +35,16 @@ from wxreach.callback_events import (
 from wxreach.callback_xml import parse_callback_xml
 from wxreach.crypto import CallbackCipher, verify_msg_signature, verify_plain_signature
 from wxreach.dedupe import CallbackDeduper
-from wxreach.errors import CallbackRejected, InvalidInput
-from wxreach.followers import FollowerStore, SubscriptionKind, SubscriptionStatus
+from wxreach.errors import CallbackRejected, InvalidInput, MalformedCallback, NotFound
+from wxreach.followers import FollowerStore, SubscriptionKind, SubscriptionStatus, WriteOutcome
 from wxreach.journey import JourneyDetailType, JourneyEvent, JourneyPublisher
 from wxreach.observability import logger, mask_openid
 from wxreach.status_queue import DeliveryEventQueue
 
+_APPID = re.compile(APPID_PATTERN)
+# How far ahead of our clock a CreateTime may be (WeChat's clock and ours differ a little).
+MAX_CLOCK_SKEW_SECONDS = 300
+UNPARSED_KIND = "unparsed"
 # Events that open or extend the 48 h customer-service window.
 INTERACTION_KINDS = frozenset({EventKind.USER_MESSAGE, EventKind.SUBSCRIBE, EventKind.SCAN})
 # Menu and location events are user actions too; they arrive as unknown events here.
@@ -96,8 +110,7 @@ class CallbackService:
     # -- URL verification -------------------------------------------------------------------
     def verify_url(self, appid: str, query: Mapping[str, str]) -> str:
         """Returns echostr when the signature is valid (WeChat wants it back verbatim)."""
-        self._accounts.get(appid)
-        secrets = self._secrets.get(appid)
+        secrets = self._load(appid)[1]
         timestamp, nonce = _required(query, "timestamp"), _required(query, "nonce")
         echostr = _required(query, "echostr")
         verify_plain_signature(secrets.token.get_secret_value(), timestamp, nonce, query.get("signature", ""))
@@ -106,20 +119,45 @@ class CallbackService:
     # -- message and event push -------------------------------------------------------------
     def receive(self, appid: str, query: Mapping[str, str], body: bytes) -> bool:
         """Processes one push; False when it was a redelivery (already processed)."""
-        account = self._accounts.get(appid)
-        secrets = self._secrets.get(appid)
-        event = self._authenticate(account, secrets, query, body)
+        account, secrets = self._load(appid)
+        fields = self._authenticate(account, secrets, query, body)
+        try:
+            event = parse_event(fields)
+        except MalformedCallback as exc:
+            # Authentic but not what our models expect: keep it for the status updater and
+            # acknowledge, or WeChat retries it three times and then alarms the admins.
+            return self._keep_unparsed(account, fields, exc)
+        self._check_create_time(event)
+        if account.encryption_mode is EncryptionMode.PLAINTEXT and query.get("openid") not in (
+            None,
+            event.openid,
+        ):
+            raise CallbackRejected("openid in the URL does not match the push", reason="openid_mismatch")
         return self._deduper.once(f"{appid}:{event.dedupe_key}", lambda: self._apply(account, event))
+
+    def _load(self, appid: str) -> tuple[Account, AccountSecrets]:
+        if not _APPID.fullmatch(appid):
+            # Refused before any AWS call: the path is attacker-controlled.
+            raise NotFound("unknown account", reason="unknown_account")
+        return self._accounts.get(appid), self._secrets.get(appid)
 
     def _authenticate(
         self, account: Account, secrets: AccountSecrets, query: Mapping[str, str], body: bytes
-    ) -> CallbackEvent:
+    ) -> dict[str, Any]:
         token = secrets.token.get_secret_value()
         timestamp, nonce = _required(query, "timestamp"), _required(query, "nonce")
         self._check_fresh(timestamp)
         verify_plain_signature(token, timestamp, nonce, query.get("signature", ""))
-        fields = parse_callback_xml(body, max_bytes=self._max_bytes)
         encrypt_type = (query.get("encrypt_type") or "raw").lower()
+        if encrypt_type not in ("aes", "raw"):
+            raise CallbackRejected(
+                f"unsupported encrypt_type {encrypt_type}", reason="bad_encrypt_type", status=400
+            )
+        if encrypt_type == "raw" and account.encryption_mode is not EncryptionMode.PLAINTEXT:
+            # WeChat encrypts every push in safe and compatible mode; `signature` does not cover the
+            # body, so a raw push here is someone replaying a signed URL with a body of their own.
+            raise CallbackRejected("plaintext push to an encrypting account", reason="plaintext_refused")
+        fields = parse_callback_xml(body, max_bytes=self._max_bytes)
         if encrypt_type == "aes":
             encrypt = fields.get("Encrypt")
             if not isinstance(encrypt, str) or not encrypt:
@@ -131,16 +169,9 @@ class CallbackService:
             if decrypted.used_previous_key:
                 logger.warning("callback decrypted with the previous EncodingAESKey", appid=account.appid)
             fields = parse_callback_xml(decrypted.xml, max_bytes=self._max_bytes)
-        elif encrypt_type != "raw":
-            raise CallbackRejected(
-                f"unsupported encrypt_type {encrypt_type}", reason="bad_encrypt_type", status=400
-            )
-        elif account.encryption_mode is EncryptionMode.SAFE:
-            # A safe-mode account never receives plaintext from WeChat: someone is replaying or probing.
-            raise CallbackRejected("plaintext push to a safe-mode account", reason="plaintext_refused")
         if fields.get("ToUserName") and fields["ToUserName"] != account.original_id:
             raise CallbackRejected("push addressed to another account", reason="account_mismatch")
-        return parse_event(fields)
+        return fields
 
     def _check_fresh(self, timestamp: str) -> None:
         try:
@@ -149,6 +180,34 @@ class CallbackService:
             raise InvalidInput("timestamp must be unix seconds", reason="bad_timestamp") from exc
         if self._replay_window and abs(self._clock() - sent_at) > self._replay_window:
             raise CallbackRejected("timestamp outside the replay window", reason="stale_timestamp")
+
+    def _check_create_time(self, event: CallbackEvent) -> None:
+        # Every state write is ordered by CreateTime: one event dated in the future would freeze
+        # the follower's state, so it is refused. Late events (retries) are fine.
+        if not 0 < event.create_time <= self._clock() + MAX_CLOCK_SKEW_SECONDS:
+            raise InvalidInput("CreateTime is not a plausible unix time", reason="bad_create_time")
+
+    def _keep_unparsed(self, account: Account, fields: dict[str, Any], exc: MalformedCallback) -> bool:
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        event_name = str(fields.get("Event") or fields.get("MsgType") or "")
+
+        def enqueue() -> dict[str, Any]:
+            logger.warning(
+                "authentic callback not understood; queued raw", event=event_name, error=exc.message
+            )
+            self._deliveries.enqueue(
+                {
+                    "appid": account.appid,
+                    "kind": UNPARSED_KIND,
+                    "dedupe_key": f"raw:{digest}",
+                    "received_at": datetime.now(UTC).isoformat(),
+                    "parse_error": exc.message,
+                    "event": {"raw": fields},
+                }
+            )
+            return {"kind": UNPARSED_KIND}
+
+        return self._deduper.once(f"{account.appid}:raw:{digest}", enqueue)
 
     def _cipher(self, account: Account, secrets: AccountSecrets) -> CallbackCipher:
         if secrets.encoding_aes_key is None:
@@ -172,7 +231,9 @@ class CallbackService:
         journeys: list[JourneyEvent] = []
 
         def journey(detail_type: JourneyDetailType, **attributes: Any) -> None:
-            attributes["event_id"] = f"{appid}:{event.dedupe_key}"
+            # One callback may carry several decisions (one per template): each is its own event.
+            item = attributes.get("template_id")
+            attributes["event_id"] = f"{appid}:{event.dedupe_key}" + (f":{item}" if item else "")
             journeys.append(
                 JourneyEvent(
                     detail_type=detail_type, appid=appid, openid=openid, occurred_at=at, attributes=attributes
@@ -191,19 +252,15 @@ class CallbackService:
             for choice in event.items:
                 self._apply_popup_choice(appid, openid, choice, at, event.dedupe_key, journey)
         elif isinstance(event, SubscribeMsgChangeEvent):
-            for item in event.items:
-                if item.decision is SubscribeDecision.REJECT:
-                    if self._followers.set_status(
-                        appid,
-                        openid,
-                        item.template_id,
-                        status=SubscriptionStatus.REVOKED,
-                        at=at,
-                        long_term=False,
-                    ):
-                        journey(JourneyDetailType.SUBSCRIPTION_REVOKED, template_id=item.template_id)
-                else:
-                    logger.info("subscription change ignored", status=str(item.status))
+            for change in event.items:
+                if change.decision is not SubscribeDecision.REJECT:
+                    logger.info("subscription change ignored", status=change.status)
+                    continue
+                revoked = self._followers.set_status(
+                    appid, openid, change.template_id, status=SubscriptionStatus.REVOKED, at=at
+                )
+                if revoked is WriteOutcome.APPLIED:
+                    journey(JourneyDetailType.SUBSCRIPTION_REVOKED, template_id=change.template_id)
         elif kind in DELIVERY_KINDS:
             self._deliveries.enqueue(
                 {
@@ -218,7 +275,7 @@ class CallbackService:
         if kind in INTERACTION_KINDS or (
             kind is EventKind.UNKNOWN and str(event.raw.get("Event", "")).lower() in INTERACTION_EVENTS
         ):
-            self._followers.touch_interaction(appid, openid, at=at)
+            self._followers.touch_interaction(appid, openid, at=at, message=kind is EventKind.USER_MESSAGE)
         if journeys:
             self._journeys.publish(journeys)
         logger.info("callback processed", kind=str(kind), openid=mask_openid(openid), journeys=len(journeys))
@@ -228,32 +285,35 @@ class CallbackService:
         self,
         appid: str,
         openid: str,
-        item: PopupSubscription,
+        choice: PopupSubscription,
         at: datetime,
         dedupe_key: str,
         journey: Callable[..., None],
     ) -> None:
-        scene = item.popup_scene
-        if item.decision is SubscribeDecision.ACCEPT:
-            kind = self._followers.template_kind(appid, item.template_id)
+        template_id, scene = choice.template_id, choice.popup_scene
+        if choice.decision is SubscribeDecision.ACCEPT:
+            kind = self._followers.template_kind(appid, template_id)
             if kind is SubscriptionKind.LONG_TERM:
-                self._followers.set_status(
-                    appid, openid, item.template_id, status=SubscriptionStatus.ACCEPTED, at=at, long_term=True
+                outcome = self._followers.set_status(
+                    appid, openid, template_id, status=SubscriptionStatus.ACCEPTED, at=at, long_term=True
                 )
             else:
-                self._followers.grant_one_time(
-                    appid, openid, item.template_id, at=at, event_key=f"{dedupe_key}:{item.template_id}"
+                outcome = self._followers.grant_one_time(
+                    appid, openid, template_id, at=at, event_key=f"{dedupe_key}:{template_id}"
                 )
-            journey(
-                JourneyDetailType.SUBSCRIPTION_ACCEPTED,
-                template_id=item.template_id,
-                subscription_kind=str(kind),
-                popup_scene=scene,
+            # A replay publishes again (consumers dedupe on event_id); a stale accept does not.
+            if outcome is not WriteOutcome.STALE:
+                journey(
+                    JourneyDetailType.SUBSCRIPTION_ACCEPTED,
+                    template_id=template_id,
+                    subscription_kind=str(kind),
+                    popup_scene=scene,
+                )
+        elif choice.decision is SubscribeDecision.REJECT:
+            outcome = self._followers.set_status(
+                appid, openid, template_id, status=SubscriptionStatus.REJECTED, at=at
             )
-        elif item.decision is SubscribeDecision.REJECT:
-            self._followers.set_status(
-                appid, openid, item.template_id, status=SubscriptionStatus.REJECTED, at=at
-            )
-            journey(JourneyDetailType.SUBSCRIPTION_REJECTED, template_id=item.template_id, popup_scene=scene)
+            if outcome is not WriteOutcome.STALE:
+                journey(JourneyDetailType.SUBSCRIPTION_REJECTED, template_id=template_id, popup_scene=scene)
         else:
-            logger.warning("unknown popup status ignored", status=item.status)
+            logger.warning("unknown popup status ignored", status=choice.status)

@@ -13,6 +13,9 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from wxreach.aws import client
+from wxreach.errors import WxReachError
+
+KEY_PREFIX = "wxreach-callback"
 
 
 class CallbackDeduper:
@@ -30,7 +33,10 @@ class CallbackDeduper:
         self._config.register_lambda_context(context)
 
     def once(self, dedupe_key: str, action: Callable[[], dict[str, Any]]) -> bool:
-        """Runs `action` unless this key was already processed; True when it ran now."""
+        """Runs `action` unless this key was already processed; True when it ran now.
+
+        Raises WxReachError (503) while another delivery of the same key is in progress.
+        """
         ran = False
 
         def process(callback: dict[str, str]) -> dict[str, Any]:
@@ -40,11 +46,18 @@ class CallbackDeduper:
             return result
 
         guarded = idempotent_function(
-            data_keyword_argument="callback", persistence_store=self._persistence, config=self._config
+            data_keyword_argument="callback",
+            persistence_store=self._persistence,
+            config=self._config,
+            # A stable prefix: the default embeds this closure's qualified name.
+            key_prefix=KEY_PREFIX,
         )(process)
         try:
             guarded(callback={"dedupe_key": dedupe_key})
-        except IdempotencyAlreadyInProgressError:
-            # A concurrent delivery of the same callback is being processed: acknowledge this one.
-            return False
+        except IdempotencyAlreadyInProgressError as exc:
+            # The first delivery is still running and may yet fail: acknowledging this one could
+            # lose the callback, so ask WeChat to retry; by then the record is COMPLETED (or gone).
+            raise WxReachError(
+                "the same callback is being processed", reason="in_progress", status=503
+            ) from exc
         return ran

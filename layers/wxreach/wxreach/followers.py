@@ -1,12 +1,14 @@
 """Follower registry and subscription credits in the quota table.
 
 WeChat may deliver callbacks late or out of order, so every write is conditional on the event
-time: an older event never overwrites a newer state. Credit grants also carry the callback's
-dedupe key so a redelivered event that slipped past dedupe cannot grant twice.
+time: an older event never overwrites a newer state. Each one-time credit is granted in a
+transaction with a marker item named after the accepting event, so no redelivery (even one
+that slipped past dedupe) can grant it twice.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -16,6 +18,17 @@ from pydantic import BaseModel
 
 from wxreach import keys
 from wxreach.aws import client
+
+# Grant markers only need to outlive WeChat's retries and our dedupe window, with margin.
+GRANT_EVENT_RETENTION_SECONDS = 7 * 24 * 3600
+# Every profile write keeps the listing index (followers of an account) in step.
+_IDENTITY_SETS = ("gsi1pk = :gpk", "gsi1sk = :gsk", "appid = :appid", "openid = :openid")
+
+
+class WriteOutcome(StrEnum):
+    APPLIED = "applied"
+    REPLAYED = "replayed"  # this very event was applied before
+    STALE = "stale"  # a newer decision is recorded; nothing changed
 
 
 class SubscriptionKind(StrEnum):
@@ -46,6 +59,7 @@ class Follower(BaseModel):
     unfollowed_at: datetime | None = None
     scene: str | None = None
     last_interaction_at: datetime | None = None
+    last_message_at: datetime | None = None
     subscriptions: list[SubscriptionGrant] = []
 
 
@@ -84,66 +98,86 @@ class FollowerStore:
     def set_following(
         self, appid: str, openid: str, *, following: bool, at: datetime, scene: str | None = None
     ) -> bool:
-        names = {"#changed": "follow_changed_at"}
-        values: dict[str, Any] = {
-            ":t": _ts(at),
-            ":f": {"BOOL": following},
-            ":gpk": {"S": keys.followers_index_pk(appid)},
-            ":gsk": {"S": openid},
-            ":appid": {"S": appid},
-            ":openid": {"S": openid},
-        }
-        sets = [
-            "#changed = :t",
-            "following = :f",
-            "gsi1pk = :gpk",
-            "gsi1sk = :gsk",
-            "appid = :appid",
-            "openid = :openid",
-        ]
+        """True unless a newer follow change is recorded (a replay of the same event applies again)."""
+        values: dict[str, Any] = {":t": _ts(at), ":f": {"BOOL": following}, **self._identity(appid, openid)}
+        sets = ["follow_changed_at = :t", "following = :f", *_IDENTITY_SETS]
+        removes: list[str] = []
         if following:
             sets.append("followed_at = :t")
             if scene is not None:
                 values[":scene"] = {"S": scene}
                 sets.append("scene = :scene")
+            else:
+                removes.append("scene")  # a plain re-follow must not keep an old campaign's scene
         else:
             sets.append("unfollowed_at = :t")
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         return self._update(
             self._profile_key(appid, openid),
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression="attribute_not_exists(#changed) OR #changed <= :t",
-            ExpressionAttributeNames=names,
+            UpdateExpression=expression,
+            ConditionExpression="attribute_not_exists(follow_changed_at) OR follow_changed_at <= :t",
             ExpressionAttributeValues=values,
         )
 
-    def touch_interaction(self, appid: str, openid: str, *, at: datetime) -> bool:
-        """Moves last_interaction_at forward (the 48 h customer-service window starts there)."""
-        return self._update(
-            self._profile_key(appid, openid),
-            UpdateExpression="SET last_interaction_at = :t, appid = :appid, openid = :openid",
-            ConditionExpression="attribute_not_exists(last_interaction_at) OR last_interaction_at < :t",
-            ExpressionAttributeValues={":t": _ts(at), ":appid": {"S": appid}, ":openid": {"S": openid}},
-        )
+    def touch_interaction(self, appid: str, openid: str, *, at: datetime, message: bool = False) -> None:
+        """Moves last_interaction_at (any user action) and, for messages the user sent,
+        last_message_at (start of the 48 h customer-service window) forward, never back."""
+        for attribute in ("last_interaction_at", "last_message_at") if message else ("last_interaction_at",):
+            self._update(
+                self._profile_key(appid, openid),
+                UpdateExpression=f"SET {attribute} = :t, " + ", ".join(_IDENTITY_SETS),
+                ConditionExpression=f"attribute_not_exists({attribute}) OR {attribute} < :t",
+                ExpressionAttributeValues={":t": _ts(at), **self._identity(appid, openid)},
+            )
 
     def grant_one_time(
         self, appid: str, openid: str, template_id: str, *, at: datetime, event_key: str
-    ) -> bool:
-        return self._update(
-            self._grant_key(appid, openid, template_id),
-            UpdateExpression=(
-                "SET #status = :accepted, updated_at = :t, last_event = :key, template_id = :tid "
-                "ADD one_time_credits :one"
-            ),
-            ConditionExpression="attribute_not_exists(last_event) OR last_event <> :key",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={
-                ":accepted": {"S": SubscriptionStatus.ACCEPTED},
-                ":t": _ts(at),
-                ":key": {"S": event_key},
-                ":tid": {"S": template_id},
-                ":one": {"N": "1"},
-            },
-        )
+    ) -> WriteOutcome:
+        """+1 one-time credit, exactly once per accepting event, and never after a later revoke."""
+        pk = keys.follower_pk(appid, openid)
+        try:
+            client("dynamodb").transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {
+                                "pk": {"S": pk},
+                                "sk": {"S": keys.grant_event_sk(event_key)},
+                                "expires_at": {"N": str(int(time.time()) + GRANT_EVENT_RETENTION_SECONDS)},
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._grant_key(appid, openid, template_id),
+                            "UpdateExpression": "SET template_id = :tid ADD one_time_credits :one",
+                            "ConditionExpression": "attribute_not_exists(revoked_at) OR revoked_at < :t",
+                            "ExpressionAttributeValues": {
+                                ":tid": {"S": template_id},
+                                ":one": {"N": "1"},
+                                ":t": _ts(at),
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                outcome = WriteOutcome.REPLAYED
+            elif len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                return WriteOutcome.STALE
+            else:
+                raise
+        else:
+            outcome = WriteOutcome.APPLIED
+        self.set_status(appid, openid, template_id, status=SubscriptionStatus.ACCEPTED, at=at)
+        return outcome
 
     def set_status(
         self,
@@ -154,23 +188,39 @@ class FollowerStore:
         status: SubscriptionStatus,
         at: datetime,
         long_term: bool | None = None,
-    ) -> bool:
+    ) -> WriteOutcome:
+        """Records the user's latest decision; an older decision never overwrites a newer one.
+
+        A revoke (service-notification settings) also withdraws every one-time credit, as WeChat
+        does; a popup reject leaves earlier one-time accepts usable.
+        """
         sets = ["#status = :status", "updated_at = :t", "template_id = :tid"]
-        values: dict[str, Any] = {
-            ":status": {"S": status},
-            ":t": _ts(at),
-            ":tid": {"S": template_id},
-        }
+        values: dict[str, Any] = {":status": {"S": status}, ":t": _ts(at), ":tid": {"S": template_id}}
+        if status is not SubscriptionStatus.ACCEPTED:
+            long_term = False
         if long_term is not None:
             sets.append("long_term = :lt")
             values[":lt"] = {"BOOL": long_term}
-        return self._update(
+        if status is SubscriptionStatus.REVOKED:
+            sets += ["one_time_credits = :zero", "revoked_at = :t"]
+            values[":zero"] = {"N": "0"}
+        applied = self._update(
             self._grant_key(appid, openid, template_id),
             UpdateExpression="SET " + ", ".join(sets),
             ConditionExpression="attribute_not_exists(updated_at) OR updated_at <= :t",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,
         )
+        return WriteOutcome.APPLIED if applied else WriteOutcome.STALE
+
+    @staticmethod
+    def _identity(appid: str, openid: str) -> dict[str, Any]:
+        return {
+            ":gpk": {"S": keys.followers_index_pk(appid)},
+            ":gsk": {"S": openid},
+            ":appid": {"S": appid},
+            ":openid": {"S": openid},
+        }
 
     def template_kind(self, appid: str, template_id: str) -> SubscriptionKind:
         """Kind of a subscription template as last synced from WeChat (unknown until synced)."""
@@ -210,6 +260,7 @@ class FollowerStore:
                         "unfollowed_at": _dt(item.get("unfollowed_at")),
                         "scene": item.get("scene", {}).get("S"),
                         "last_interaction_at": _dt(item.get("last_interaction_at")),
+                        "last_message_at": _dt(item.get("last_message_at")),
                     }
                 )
             elif sk.startswith("SUB#"):

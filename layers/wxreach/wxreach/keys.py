@@ -23,6 +23,10 @@ def subscription_sk(template_id: str) -> str:
     return f"SUB#{template_id}"
 
 
+def grant_event_sk(event_key: str) -> str:
+    return f"GRANTEVT#{event_key}"
+
+
 def subscription_template_sk(template_id: str) -> str:
     return f"SUBTPL#{template_id}"
 

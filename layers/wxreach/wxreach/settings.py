@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Settings(BaseModel):
@@ -25,6 +25,18 @@ class Settings(BaseModel):
     secrets_max_age_seconds: int = Field(default=300, ge=0)
     account_cache_seconds: int = Field(default=60, ge=0)
     wechat_api_base: str = "https://api.weixin.qq.com"
+    # AWS SDK budget per call: the webhook must answer WeChat inside 5 s whatever hangs.
+    aws_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
+    aws_max_attempts: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _dedupe_outlives_replay_window(self) -> Settings:
+        # A captured push may be replayed for as long as the window admits it; its dedupe record
+        # must still exist by then, or the replay would be processed again.
+        if self.replay_window_seconds and self.dedupe_ttl_seconds < self.replay_window_seconds + 60:
+            raise ValueError("dedupe_ttl_seconds must be at least replay_window_seconds + 60")
+        return self
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
