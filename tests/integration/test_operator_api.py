@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from typing import Any
 
 import boto3
 
 import operator_api_handler
+import webhook_handler
 from tests.integration.conftest import call, json_body
 from tests.support import wechat
 from tests.support.aws import SECRETS_PREFIX, AwsWorld
-from tests.support.fixtures import api_event
+from tests.support.fixtures import api_event, callback_xml
+from wxreach.observability import logger
 
 
 def test_register_account_stores_secrets_in_secrets_manager_only(
@@ -118,3 +122,22 @@ def test_a_registration_in_flight_blocks_another_until_it_goes_stale(world: AwsW
     )
     assert call(operator_api_handler, api_event("create_account"))["statusCode"] == 201
     assert call(operator_api_handler, api_event("get_account"))["statusCode"] == 200
+
+
+def test_secrets_read_by_the_webhook_never_reach_the_logs(world: AwsWorld, register_account: Any) -> None:
+    register_account()
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    previous = handler.setStream(stream)  # the real handler and formatter, writing where we can read
+    try:
+        p = wechat.safe_push(callback_xml("subscribe", CreateTime=str(int(time.time()))), token="wrong0")
+        resp = call(webhook_handler, api_event("webhook_push", query=p.query, body=p.body))
+        logger.info("debug dump", token=wechat.TOKEN, key=wechat.AES_KEY, who=wechat.OPENID)
+    finally:
+        handler.setStream(previous)
+    assert resp["statusCode"] == 403
+    out = stream.getvalue()
+    assert "callback refused" in out
+    assert "debug dump" in out
+    for secret in (wechat.TOKEN, wechat.AES_KEY, wechat.APP_SECRET, wechat.OPENID):
+        assert secret not in out

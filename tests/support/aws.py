@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from tests.support.template import create_tables, load_template, resources_of_type
 from wxreach import container
-from wxreach.observability import metrics
+from wxreach.observability import forget_secrets, metrics
 
 SECRETS_PREFIX = "wxreach/test/accounts/"
 
@@ -62,6 +62,7 @@ def _reset_global_state() -> None:
     container.reset()
     parameters.clear_caches()
     metrics.clear_metrics()
+    forget_secrets()
 
 
 @contextmanager

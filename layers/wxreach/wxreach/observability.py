@@ -42,6 +42,14 @@ def register_secret(*values: str | None) -> None:
         _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
 
+def forget_secrets() -> None:
+    """For tests: start from an empty registry so one test cannot pass on another's secrets."""
+    global _secret_pattern
+    with _secrets_lock:
+        _secrets.clear()
+        _secret_pattern = None
+
+
 def scrub(text: str) -> str:
     pattern = _secret_pattern
     if pattern is not None:
