@@ -41,7 +41,8 @@ class System:
         return self.api.get(f"/accounts/{APPID}/followers/{openid}")
 
 
-@pytest.fixture(scope="session")
+# Module scope: the stack's threads must be gone before other suites patch botocore (mock_aws).
+@pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     data_dir: Path = tmp_path_factory.mktemp("local-stack")
     with SandboxServer("127.0.0.1", port=0, seed=11) as sandbox:

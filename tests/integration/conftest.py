@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +69,12 @@ def aws_calls(monkeypatch: pytest.MonkeyPatch) -> list[AwsCall]:
     """Every AWS API call botocore makes from here on (the SDK boundary, not our code)."""
     calls: list[AwsCall] = []
     original = BaseClient._make_api_call
+    test_thread = threading.get_ident()
 
     def recording(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
-        calls.append(AwsCall(self.meta.service_model.service_name, operation_name, api_params))
+        # Only this test's calls: a local stack started by other tests polls from its own threads.
+        if threading.get_ident() == test_thread:
+            calls.append(AwsCall(self.meta.service_model.service_name, operation_name, api_params))
         return original(self, operation_name, api_params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording)
