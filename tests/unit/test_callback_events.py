@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import copy
 import re
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -463,6 +465,33 @@ def test_raw_is_a_copy_of_the_input() -> None:
     fields["SubscribeMsgPopupEvent"]["List"].clear()
 
     assert len(event.raw["SubscribeMsgPopupEvent"]["List"]) == 2
+
+
+def test_raw_shares_no_container_with_the_input() -> None:
+    fields = fields_of("mass_send_job_finish")
+    fields["Tags"] = ["a", {"b": ["c"]}]
+    fields["Other"] = ("x", ["y"])  # not what the parser produces: copied all the same
+    expected = copy.deepcopy(fields)
+
+    event = parse_event(fields)
+    fields["ArticleUrlResult"]["ResultList"]["item"][0]["ArticleIdx"] = "9"
+    fields["CopyrightCheckResult"].clear()
+    fields["Tags"][1]["b"].append("d")
+    fields["Other"][1].append("z")
+    fields["ToUserName"] = "changed"
+
+    assert event.raw == expected
+
+
+def test_any_mapping_is_accepted_and_left_untouched() -> None:
+    fields = fields_of("subscribe_msg_popup_event")
+    before = copy.deepcopy(fields)
+
+    event = parse_event(MappingProxyType(fields))
+
+    assert fields == before
+    assert event.raw == fields
+    assert type(event.raw) is dict
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in WECHAT_EVENTS_DIR.glob("*.xml")))

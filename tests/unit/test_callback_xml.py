@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import json
+import random
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import ParseError
 
+import defusedxml.ElementTree as defused_et
 import pytest
+from defusedxml import DefusedXmlException
 
 from tests.support import fixtures
 from tests.support.fixtures import WECHAT_EVENTS_DIR, api_event, callback_xml
+from wxreach import callback_xml as callback_xml_module
 from wxreach.callback_xml import MAX_CALLBACK_BYTES, parse_callback_xml
 from wxreach.errors import MalformedCallback
 
@@ -253,6 +260,180 @@ def test_absurd_nesting_is_malformed_not_a_recursion_error() -> None:
     depth = 5000
     body = b"<xml>" + b"<a>" * depth + b"x" + b"</a>" * depth + b"</xml>"
     assert refusal(body).reason == "malformed_xml"
+
+
+# --- fast paths: the same answer as the defusedxml parse, refusals included ------------------
+
+
+def reference_parse(body: bytes) -> dict[str, Any] | str:
+    """What parse_callback_xml returned before its fast paths: defusedxml for everything."""
+    if not body.strip():
+        return "malformed_xml"
+    try:
+        root = defused_et.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException:
+        return "forbidden_xml"
+    except ParseError:
+        return "malformed_xml"
+    if root.tag != "xml":
+        return "malformed_xml"
+
+    def children(element: ET.Element) -> dict[str, Any]:
+        grouped: dict[str, list[Any]] = {}
+        for child in element:
+            grouped.setdefault(child.tag, []).append(children(child) if len(child) else child.text or "")
+        return {
+            tag: values if len(values) > 1 or tag in {"List", "item"} else values[0]
+            for tag, values in grouped.items()
+        }
+
+    return children(root)
+
+
+def outcome(body: bytes) -> dict[str, Any] | str:
+    try:
+        return parse_callback_xml(body)
+    except MalformedCallback as exc:
+        return exc.reason
+
+
+@pytest.fixture
+def paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Which parser each parse_callback_xml call ended in: "c" (stdlib, DTD-free) or "defused"."""
+    taken: list[str] = []
+    c_parse, defused_parse = callback_xml_module._c_fromstring, callback_xml_module.safe_et.fromstring
+
+    def via_c(text: str) -> ET.Element:
+        taken.append("c")
+        return c_parse(text)
+
+    def via_defused(raw: bytes, **kwargs: bool) -> ET.Element:
+        taken.append("defused")
+        return defused_parse(raw, **kwargs)
+
+    monkeypatch.setattr(callback_xml_module, "_c_fromstring", via_c)
+    monkeypatch.setattr(callback_xml_module.safe_et, "fromstring", via_defused)
+    return taken
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_every_fixture_parses_as_the_defused_parser_does(name: str) -> None:
+    body = callback_xml(name).encode("utf-8")
+    assert parse_callback_xml(body) == reference_parse(body)
+
+
+def test_dtd_free_documents_use_the_c_parser(paths: list[str]) -> None:
+    parse_callback_xml(callback_xml("subscribe"))
+    parse_callback_xml(callback_xml("subscribe_msg_popup_event"))
+    assert paths == ["c", "c"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"<xml></xml>", id="empty-root"),  # the root itself must not read as a leaf
+        pytest.param(b" <xml>\n</xml>\r\n", id="blank-root"),
+        pytest.param(b"<xml><A><![CDATA[a\r\nb\rc]]></A></xml>", id="cr-normalised"),
+        pytest.param(b"<xml><A>a &amp; b</A><B><![CDATA[x & <y>]]></B></xml>", id="ampersands"),
+        pytest.param(b"<xml><A>x]y</A><B><![CDATA[a]b]]></B></xml>", id="brackets"),
+        pytest.param(b"<xml><A>x<![CDATA[y]]></A></xml>", id="mixed-text-and-cdata"),
+        pytest.param(b"<xml><A>1</A><A>2</A><List>x</List><item/></xml>", id="repeats-and-lists"),
+        pytest.param(b'<xml><A k="v">1</A></xml>', id="attribute"),
+        pytest.param(b"<xml><A>\xe4\xb8\xad\xc2\x85\xef\xb7\x90</A></xml>", id="non-ascii"),
+        pytest.param(b"<xml><A>\x01</A></xml>", id="control-char"),
+        pytest.param(b"<xml><A>a\x0bb</A><B>\x0c</B></xml>", id="form-feed-and-vertical-tab"),
+        pytest.param(b"<xml><A>\xef\xbf\xbe</A></xml>", id="u+fffe"),
+        pytest.param(b"<xml><A>]]></A></xml>", id="cdata-end-in-text"),
+        pytest.param(b"<xml><a:b>1</a:b></xml>", id="unbound-prefix"),
+        pytest.param(b"<xml><A>1</B></xml>", id="mismatched-tag"),
+        pytest.param(b"<xml>\x0b<A>1</A></xml>", id="vertical-tab"),
+        pytest.param(b"\xef\xbb\xbf<xml><A>1</A></xml>", id="utf8-bom"),
+        pytest.param(
+            b"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[a&b]]></Encrypt></xml>"
+        ),
+        pytest.param(
+            b"<xml><Encrypt><![CDATA[QUJD]]></Encrypt><ToUserName><![CDATA[gh_1]]></ToUserName></xml>"
+        ),
+        pytest.param(b"<xml><ToUserName>gh_1</ToUserName><Encrypt><![CDATA[QUJD]]></Encrypt></xml>"),
+    ],
+)
+def test_edge_cases_parse_as_the_defused_parser_does(body: bytes) -> None:
+    assert outcome(body) == reference_parse(body)
+
+
+def test_generated_documents_parse_as_the_defused_parser_does() -> None:
+    rng = random.Random(20261127)
+    pieces = ["a", "0", " ", "\n", "\r\n", "\t", "中", "\x85", ">", "]", "]]>", "&amp;", "&x;", "<", "\x01"]
+    names = ["A", "B", "List", "item", "xml", "a-b", "a:b"]
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))
+
+    def element(depth: int) -> str:
+        name, roll = rng.choice(names), rng.random()
+        if roll < 0.45:
+            inner = f"<![CDATA[{text()}]]>"
+        elif roll < 0.8:
+            inner = text()
+        elif roll < 0.9 and depth < 3:
+            inner = "".join(rng.choice(["", "\n  "]) + element(depth + 1) for _ in range(rng.randint(1, 3)))
+        else:
+            return f"<{name}/>"
+        return f"<{name}>{inner}</{rng.choice([name] * 19 + names)}>"
+
+    for _ in range(3000):
+        elements = "".join(rng.choice(["", " ", "\n"]) + element(1) for _ in range(rng.randint(0, 4)))
+        body = f"{rng.choice(['', ' ', chr(10)])}<xml>{elements}</xml>".encode()
+        assert outcome(body) == reference_parse(body), body
+
+
+def test_entity_reference_without_a_dtd_is_malformed_on_the_dtd_free_parser(paths: list[str]) -> None:
+    # No DTD, so nothing declares xxe: expat refuses it instead of resolving anything.
+    for body in (b"<xml><A>&xxe;</A></xml>", b"<xml><A><B>&xxe;</B></A></xml>"):
+        assert refusal(body).reason == "malformed_xml"
+    assert paths == ["c", "c"]
+
+
+def test_predefined_and_character_references_still_resolve() -> None:
+    assert parse_callback_xml(b"<xml><A><B>&amp;&lt;&#20013;&#x4e2d;</B></A></xml>") == {"A": {"B": "&<中中"}}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_bodies_go_through_the_defused_parser(encoding: str, paths: list[str]) -> None:
+    # BOM-less UTF-16 is valid UTF-8 (NUL bytes) and hides "<!DOCTYPE" from a text search, yet
+    # expat sniffs it as UTF-16: it must never reach the DTD-free parser.
+    for body, expected in (
+        ('<!DOCTYPE xml [<!ENTITY e "boom">]><xml><A>&e;</A></xml>', "forbidden_xml"),
+        ("<xml><A><B>1</B></A></xml>", {"A": {"B": "1"}}),
+    ):
+        assert outcome(body.encode(encoding)) == expected
+    assert paths == ["defused", "defused"]
+
+
+def test_non_utf8_bodies_go_through_the_defused_parser(paths: list[str]) -> None:
+    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?><xml><A><B>caf\xe9</B></A></xml>'.encode("latin-1")
+    assert parse_callback_xml(latin1) == {"A": {"B": "café"}}
+    dtd = b'<?xml version="1.0" encoding="ISO-8859-1"?><!DOCTYPE xml [<!ENTITY e "\xe9">]><xml>&e;</xml>'
+    assert refusal(dtd).reason == "forbidden_xml"
+    assert paths == ["defused", "defused"]
+
+
+def test_an_xml_declaration_keeps_its_declared_encoding(paths: list[str]) -> None:
+    # UTF-8 bytes declared as Latin-1 read as Latin-1, as before the fast path existed.
+    body = '<?xml version="1.0" encoding="ISO-8859-1"?><xml><A><B>é</B></A></xml>'.encode()
+    assert parse_callback_xml(body) == {"A": {"B": "Ã©"}}
+    assert paths == ["defused"]
+
+
+def test_a_doctype_inside_cdata_is_only_text() -> None:
+    body = "<xml><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[<!DOCTYPE html>]]></Content></xml>"
+    assert parse_callback_xml(body)["Content"] == "<!DOCTYPE html>"
+
+
+def test_oversize_is_checked_before_any_fast_path() -> None:
+    envelope = b"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[QUJD]]></Encrypt></xml>"
+    assert refusal(envelope, max_bytes=len(envelope) - 1).reason == "oversize"
+    assert refusal(b"<xml><A>1</A></xml>", max_bytes=10).reason == "oversize"
 
 
 # --- the fixture helper -----------------------------------------------------------------------

@@ -268,6 +268,52 @@ def test_bad_padding_fails_to_decrypt(padding_tail: bytes) -> None:
     assert_rejected(exc_info, "decrypt_failed", 400)
 
 
+@pytest.mark.parametrize("pad", [1, 2, 16, 31, 32])
+def test_every_pad_length_opens(pad: int) -> None:
+    message = b"m" * ((-len(frame(b"")) - pad) % 32)
+    framed = frame(message)
+    assert (len(framed) + pad) % 32 == 0
+    encrypted = aes_cbc_encrypt_raw(CURRENT_KEY, framed + bytes([pad]) * pad)
+
+    assert CallbackCipher(APPID, CURRENT_KEY).decrypt(encrypted).xml == message
+
+
+@pytest.mark.parametrize("last", [0, 33, 64, 255])
+def test_a_pad_value_outside_1_to_32_fails_whatever_precedes_it(last: int) -> None:
+    # Bytes before it equal to it, or to its neighbour: neither may pass for padding.
+    for filler in (last, last ^ 1):
+        framed = frame(b"<xml/>")
+        body = framed + bytes([filler]) * ((-len(framed)) % 32 + 31) + bytes([last])
+        with pytest.raises(CallbackRejected) as exc_info:
+            CallbackCipher(APPID, CURRENT_KEY).decrypt(aes_cbc_encrypt_raw(CURRENT_KEY, body))
+        assert_rejected(exc_info, "decrypt_failed", 400)
+
+
+def test_a_full_block_of_padding_with_one_wrong_byte_fails() -> None:
+    framed = frame(b"x" * (64 - 20 - len(APPID)))
+    assert len(framed) == 64
+    padding = bytearray([32]) * 32
+    padding[0] = 31
+    with pytest.raises(CallbackRejected) as exc_info:
+        CallbackCipher(APPID, CURRENT_KEY).decrypt(aes_cbc_encrypt_raw(CURRENT_KEY, framed + padding))
+    assert_rejected(exc_info, "decrypt_failed", 400)
+
+
+def test_one_cipher_decrypts_again_after_failures_and_encryptions() -> None:
+    # The cached Cipher objects hand out a fresh context per call: no state carries over.
+    receiver = CallbackCipher(APPID, CURRENT_KEY, PREVIOUS_KEY)
+    old_sender = CallbackCipher(APPID, PREVIOUS_KEY)
+    good = receiver.encrypt("<xml><A>1</A></xml>")
+    for _ in range(3):
+        with pytest.raises(CallbackRejected):
+            receiver.decrypt(good[:-4])
+        with pytest.raises(CallbackRejected):
+            receiver.decrypt(CallbackCipher(APPID, UNRELATED_KEY).encrypt("<xml/>"))
+        receiver.encrypt("<xml/>", use_previous_key=True)
+        assert receiver.decrypt(good) == DecryptedMessage(xml=b"<xml><A>1</A></xml>", used_previous_key=False)
+        assert receiver.decrypt(old_sender.encrypt("<xml/>")).used_previous_key is True
+
+
 def test_declared_length_beyond_the_plaintext_fails_to_decrypt() -> None:
     framed = NONCE16 + struct.pack(">I", 10_000) + b"<xml/>" + APPID.encode()
     pad = 32 - len(framed) % 32
@@ -296,11 +342,30 @@ def test_truncated_base64_fails_to_decrypt(cut: int) -> None:
     assert_rejected(exc_info, "decrypt_failed", 400)
 
 
-@pytest.mark.parametrize("encrypt", ["not base64 at all!", "密文", "", "====", "QUJD\nREVG"])
+@pytest.mark.parametrize(
+    "encrypt",
+    ["not base64 at all!", "密文", "", "====", "QUJD\nREVG", "QUJD REVG", "=QUJD", "QQ==QUJD", "QUJD==="],
+)
 def test_non_base64_fails_to_decrypt(encrypt: str) -> None:
     with pytest.raises(CallbackRejected) as exc_info:
         CallbackCipher(APPID, CURRENT_KEY).decrypt(encrypt)
     assert_rejected(exc_info, "decrypt_failed", 400)
+
+
+@pytest.mark.parametrize("junk", ["\n", " ", "!", "-", "_"])
+def test_junk_inside_otherwise_valid_base64_fails_to_decrypt(junk: str) -> None:
+    # A lenient decoder would skip it and open the message; WeChat never sends it.
+    cipher = CallbackCipher(APPID, CURRENT_KEY)
+    encrypted = cipher.encrypt("<xml><Content>hello</Content></xml>")
+
+    for tampered in (
+        encrypted[:12] + junk + encrypted[12:],
+        encrypted + junk,
+        encrypted[:12] + "=" + encrypted[12:],
+    ):
+        with pytest.raises(CallbackRejected) as exc_info:
+            cipher.decrypt(tampered)
+        assert_rejected(exc_info, "decrypt_failed", 400)
 
 
 # --- key rotation -----------------------------------------------------------------------------

@@ -416,11 +416,23 @@ def _model_for(fields: Mapping[str, Any]) -> type[CallbackEvent]:
     return UserMessage if msg_type in USER_MESSAGE_TYPES else UnknownEvent
 
 
+def _detached(value: Any) -> Any:
+    """copy.deepcopy for what parse_callback_xml produces (str, dict, list) at a fraction of its cost."""
+    kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) is str else _detached(item) for key, item in value.items()}
+    if kind is list:
+        return [item if type(item) is str else _detached(item) for item in value]
+    return value if kind is str else copy.deepcopy(value)
+
+
 def parse_event(fields: Mapping[str, Any]) -> CallbackEvent:
     """Classify and validate a parsed callback; MalformedCallback(reason="invalid_event") if unusable."""
     model = _model_for(fields)
+    # raw must not change when the caller later mutates its fields.
+    raw = {key: item if type(item) is str else _detached(item) for key, item in fields.items()}
     try:
-        return model.model_validate({**fields, "raw": copy.deepcopy(dict(fields))})
+        return model.model_validate({**fields, "raw": raw})
     except ValidationError as exc:
         # Locations and error types only: input values may hold openids.
         problems = "; ".join(

@@ -19,6 +19,13 @@ from wxreach.errors import CallbackRejected
 _ENCODING_AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
 # WeChat pads to a 32-byte block (pad value 1..32), not AES's 16.
 _PAD_BLOCK_BITS = 256
+_PAD_BLOCK = _PAD_BLOCK_BITS // 8
+# The PKCS#7 tail each last byte announces; a value outside 1..32 gets a tail ending in another
+# byte, which can never match.
+_PAD_TAILS = tuple(
+    bytes([value]) * value if 1 <= value <= _PAD_BLOCK else bytes([value ^ 1]) * _PAD_BLOCK
+    for value in range(256)
+)
 _RANDOM_PREFIX = 16
 _LENGTH_FIELD = 4
 # Values written outside CDATA (TimeStamp) or inside it (Nonce) in the reply envelope.
@@ -68,6 +75,10 @@ def _aes_key(encoding_aes_key: str, name: str) -> bytes:
     return key
 
 
+def _aes_cbc(key: bytes) -> Cipher[modes.CBC]:
+    return Cipher(algorithms.AES(key), modes.CBC(key[:16]))
+
+
 def _decrypt_failed(detail: str) -> CallbackRejected:
     return CallbackRejected(f"cannot decrypt callback: {detail}", reason="decrypt_failed", status=400)
 
@@ -97,23 +108,24 @@ class CallbackCipher:
             if previous_encoding_aes_key
             else None
         )
+        # Built once per key: a Cipher is reusable, each decryptor() is a fresh context.
+        self._candidates = [(_aes_cbc(self._key), False)]
+        if self._previous_key is not None:
+            self._candidates.append((_aes_cbc(self._previous_key), True))
 
     def decrypt(self, encrypt_b64: str) -> DecryptedMessage:
         """Open the body's Encrypt value; the caller has already checked msg_signature."""
         try:
-            ciphertext = base64.b64decode(encrypt_b64, validate=True)
+            ciphertext = binascii.a2b_base64(encrypt_b64, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise _decrypt_failed("Encrypt is not base64") from exc
-        if not ciphertext or len(ciphertext) % (_PAD_BLOCK_BITS // 8):
+        if not ciphertext or len(ciphertext) % _PAD_BLOCK:
             raise _decrypt_failed("ciphertext length is not a multiple of 32 bytes")
 
-        candidates = [(self._key, False)]
-        if self._previous_key is not None:
-            candidates.append((self._previous_key, True))
         wrong_appid = False
-        for key, is_previous in candidates:
+        for cipher, is_previous in self._candidates:
             try:
-                xml = self._open(key, ciphertext)
+                xml = self._open(cipher, ciphertext)
             except _WrongAppid:
                 # Keep trying: only a full match with the other key may override this verdict.
                 wrong_appid = True
@@ -137,7 +149,7 @@ class CallbackCipher:
         plaintext = random_prefix + struct.pack(">I", len(body)) + body + self._appid
         padder = padding.PKCS7(_PAD_BLOCK_BITS).padder()
         padded = padder.update(plaintext) + padder.finalize()
-        encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+        encryptor = _aes_cbc(key).encryptor()
         return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
 
     def reply_envelope(
@@ -164,12 +176,16 @@ class CallbackCipher:
             raise ValueError("no previous_encoding_aes_key configured")
         return self._previous_key
 
-    def _open(self, key: bytes, ciphertext: bytes) -> bytes:
+    def _open(self, cipher: Cipher[modes.CBC], ciphertext: bytes) -> bytes:
         """Decrypt with one key: ValueError if the structure is wrong, _WrongAppid if the appid is."""
-        decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+        decryptor = cipher.decryptor()
         padded = decryptor.update(ciphertext) + decryptor.finalize()
-        unpadder = padding.PKCS7(_PAD_BLOCK_BITS).unpadder()
-        plaintext = unpadder.update(padded) + unpadder.finalize()  # ValueError on bad padding
+        pad = padded[-1]
+        expected = _PAD_TAILS[pad]
+        # Always one compare_digest of up to 32 bytes, no branch on the pad value before it.
+        if not hmac.compare_digest(padded[-len(expected) :], expected):
+            raise ValueError("bad padding")
+        plaintext = padded[:-pad]
 
         header_end = _RANDOM_PREFIX + _LENGTH_FIELD
         if len(plaintext) < header_end:
