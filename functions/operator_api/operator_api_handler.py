@@ -19,6 +19,7 @@ from wxreach.observability import logger, metrics, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
 
+
 AppId = Annotated[str, Path(pattern=APPID_PATTERN, description="The account's AppID")]
 OpenId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{6,64}$", description="A follower's openid")]
 
@@ -67,8 +68,23 @@ def domain_error(exc: WxReachError) -> Response:
     )
 
 
+def _media_type() -> str:
+    headers = {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
+    return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 @app.exception_handler(RequestValidationError)
 def invalid_request(exc: RequestValidationError) -> Response:
+    if app.current_event.body and _media_type() not in ("", "application/json"):
+        # A form-encoded body (curl -d without a content type) reads as "every field missing".
+        return Response(
+            status_code=415,
+            content_type=content_types.APPLICATION_JSON,
+            body={
+                "error": "unsupported_media_type",
+                "message": "send JSON with content-type: application/json",
+            },
+        )
     # Drop the offending input values: a bad AppSecret must not be echoed back or logged.
     problems = [
         {"loc": list(err.get("loc", ())), "type": err.get("type"), "msg": err.get("msg")}

@@ -141,3 +141,12 @@ def test_secrets_read_by_the_webhook_never_reach_the_logs(world: AwsWorld, regis
     assert "debug dump" in out
     for secret in (wechat.TOKEN, wechat.AES_KEY, wechat.APP_SECRET, wechat.OPENID):
         assert secret not in out
+
+
+def test_a_form_encoded_body_is_415_with_a_hint(world: AwsWorld) -> None:
+    event = api_event("create_account", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = call(operator_api_handler, event)
+    assert resp["statusCode"] == 415
+    assert json_body(resp)["error"] == "unsupported_media_type"
+    charset = api_event("create_account", headers={"Content-Type": "application/json; charset=utf-8"})
+    assert call(operator_api_handler, charset)["statusCode"] == 201
