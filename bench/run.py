@@ -92,7 +92,7 @@ def run_cold_import(args: argparse.Namespace, report: dict[str, Any]) -> None:
             f"\n{args.rounds} interleaved rounds (+1 warm-up) of fresh `python {flags}` processes, "
             f"perf_counter around the import only; {elapsed:.0f} s.\n"
             "as deployed = the Lambda environment (LAMBDA_TASK_ROOT...): Powertools' Tracer is on and\n"
-            "  X-Ray patches botocore, httpx, sqlite3...; tracer off = POWERTOOLS_TRACE_DISABLED=true.\n"
+            "  X-Ray patches WXREACH_TRACED_MODULES (botocore); tracer off: POWERTOOLS_TRACE_DISABLED.\n"
             "ratio = median / boto3 median; paired = median of the per-round ratios.\n"
         )
         print(cold_import.format_table(rows))
