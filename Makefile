@@ -68,7 +68,7 @@ openapi: $(STAMP) ## Regenerate docs/openapi.json from the operator API's code
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks (cold import, webhook per-event work vs wechatpy)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 .PHONY: clean
 clean: ## Remove the virtualenv, build output and local data

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from local.stack import cfn
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -53,24 +54,6 @@ sys.stdout.write(f"{(t1 - t0) * 1e3:.4f} {len(sys.modules)}\\n")
 
 
 # -- template discovery -------------------------------------------------------------------------
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that keeps CloudFormation short-form tags (!Ref, !Sub, !GetAtt...) as dicts."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
 @dataclass
 class LambdaFunction:
     logical_id: str
@@ -98,7 +81,7 @@ def _resolve(value: Any, parameters: dict[str, Any], placeholder: str) -> str:
 
 
 def discover_functions(template: Path = TEMPLATE) -> list[LambdaFunction]:
-    doc = yaml.load(template.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    doc = cfn.load_template(template)
     resources: dict[str, Any] = doc.get("Resources", {})
     parameters: dict[str, Any] = doc.get("Parameters", {})
     defaults: dict[str, Any] = (doc.get("Globals") or {}).get("Function") or {}

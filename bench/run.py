@@ -2,8 +2,8 @@
 work vs wechatpy. Figures and targets are printed side by side; nothing here fails on a target
 (performance is measured, not asserted). See docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py            # full run, about a minute and a half on 2 shared cores
-    .venv/bin/python bench/run.py --quick    # smoke run: fewer rounds and iterations
+    .venv/bin/python -m bench.run            # full run, about a minute and a half on 2 shared cores
+    .venv/bin/python -m bench.run --quick    # smoke run: fewer rounds and iterations
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(ROOT / "layers" / "wxreach"))  # the layer as deployed, editable install or not
+from bench import cold_import, webhook_events
 
-import cold_import  # noqa: E402 - bench/ is sys.path[0] when run as a script
-import webhook_events  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _version(dist: str) -> str:

@@ -26,7 +26,7 @@ ACCOUNT_SECRETS = "AccountSecrets"
 POLICY_TEMPLATES: dict[str, tuple[list[str], Callable[[Any], str]]] = {
     "SQSSendMessagePolicy": (
         ["sqs:SendMessage", "sqs:SendMessageBatch"],
-        lambda p: p["QueueName"]["Fn::GetAtt"].split(".")[0],
+        lambda p: p["QueueName"]["Fn::GetAtt"][0],
     ),
     "EventBridgePutEventsPolicy": (["events:PutEvents"], lambda p: p["EventBusName"]["Ref"]),
 }
@@ -36,7 +36,7 @@ Grant = tuple[str, str, str | None]  # (action, logical resource, index)
 
 def _resource(value: Any) -> tuple[str, str | None]:
     if "Fn::GetAtt" in value:
-        return value["Fn::GetAtt"].split(".")[0], None
+        return value["Fn::GetAtt"][0], None
     text = value["Fn::Sub"]
     if ":secret:wxreach/" in text:
         return ACCOUNT_SECRETS, None

@@ -43,6 +43,18 @@ def credits(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {grant["template_id"]: grant for grant in view["subscriptions"]}
 
 
+def mark_long_term(world: AwsWorld, template_id: str = ACCEPTED_TPL) -> None:
+    """What the template sync records for a long-term subscription template."""
+    boto3.client("dynamodb").put_item(
+        TableName=world.tables["QuotaTable"],
+        Item={
+            "pk": {"S": keys.account_pk(wechat.APPID)},
+            "sk": {"S": keys.subscription_template_sk(template_id)},
+            "kind": {"S": "long_term"},
+        },
+    )
+
+
 def safe(name: str, *, create_time: int = NOW, **fields: str) -> wechat.Push:
     return wechat.safe_push(callback_xml(name, CreateTime=str(create_time), **fields))
 
@@ -144,14 +156,7 @@ def test_each_accept_adds_one_credit(safe_account: AwsWorld) -> None:
 
 
 def test_accept_of_a_long_term_template_grants_long_term(safe_account: AwsWorld) -> None:
-    boto3.client("dynamodb").put_item(
-        TableName=safe_account.tables["QuotaTable"],
-        Item={
-            "pk": {"S": keys.account_pk(wechat.APPID)},
-            "sk": {"S": keys.subscription_template_sk(ACCEPTED_TPL)},
-            "kind": {"S": "long_term"},
-        },
-    )
+    mark_long_term(safe_account)
     push(safe("subscribe_msg_popup_single"))
     grant = credits(follower())[ACCEPTED_TPL]
     assert grant["long_term"] is True
@@ -159,14 +164,7 @@ def test_accept_of_a_long_term_template_grants_long_term(safe_account: AwsWorld)
 
 
 def test_change_event_reject_revokes_long_term_grant(safe_account: AwsWorld) -> None:
-    boto3.client("dynamodb").put_item(
-        TableName=safe_account.tables["QuotaTable"],
-        Item={
-            "pk": {"S": keys.account_pk(wechat.APPID)},
-            "sk": {"S": keys.subscription_template_sk(ACCEPTED_TPL)},
-            "kind": {"S": "long_term"},
-        },
-    )
+    mark_long_term(safe_account)
     push(safe("subscribe_msg_popup_single", create_time=NOW - 30))
     push(safe("subscribe_msg_change_event", create_time=NOW))
     grant = credits(follower())[ACCEPTED_TPL]

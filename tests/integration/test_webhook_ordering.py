@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
@@ -16,13 +15,14 @@ from tests.integration.test_webhook import (
     REJECTED_TPL,
     credits,
     follower,
+    mark_long_term,
     push,
     safe,
 )
 from tests.support import wechat
 from tests.support.aws import AwsWorld
 from tests.support.fixtures import callback_xml
-from wxreach import container, keys
+from wxreach import container
 from wxreach.callback_events import parse_event
 from wxreach.callback_xml import parse_callback_xml
 from wxreach.dedupe import KEY_PREFIX
@@ -32,17 +32,6 @@ from wxreach.dedupe import KEY_PREFIX
 def safe_account(world: AwsWorld, register_account: Any) -> AwsWorld:
     register_account()
     return world
-
-
-def _long_term(world: AwsWorld, template_id: str = ACCEPTED_TPL) -> None:
-    boto3.client("dynamodb").put_item(
-        TableName=world.tables["QuotaTable"],
-        Item={
-            "pk": {"S": keys.account_pk(wechat.APPID)},
-            "sk": {"S": keys.subscription_template_sk(template_id)},
-            "kind": {"S": "long_term"},
-        },
-    )
 
 
 def _break_journeys(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +103,7 @@ def test_revoke_withdraws_credits_and_a_late_accept_does_not_restore_them(safe_a
 
 
 def test_a_reject_ends_a_long_term_grant(safe_account: AwsWorld) -> None:
-    _long_term(safe_account)
+    mark_long_term(safe_account)
     push(safe("subscribe_msg_popup_single", create_time=NOW - 30))
     assert credits(follower())[ACCEPTED_TPL]["long_term"] is True
     reject = callback_xml("subscribe_msg_popup_single", CreateTime=str(NOW)).replace(
@@ -127,7 +116,7 @@ def test_a_reject_ends_a_long_term_grant(safe_account: AwsWorld) -> None:
 
 
 def test_a_stale_long_term_accept_neither_changes_state_nor_publishes(safe_account: AwsWorld) -> None:
-    _long_term(safe_account)
+    mark_long_term(safe_account)
     push(safe("subscribe_msg_change_event", create_time=NOW))
     push(safe("subscribe_msg_popup_single", create_time=NOW - 100))
     grant = credits(follower())[ACCEPTED_TPL]

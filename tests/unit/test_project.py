@@ -59,7 +59,7 @@ def test_tables_are_encrypted_on_demand_with_ttl_and_the_ledger_has_pitr() -> No
 def test_every_queue_has_a_dead_letter_queue_or_is_one() -> None:
     queues = {n: r["Properties"] for n, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
     dlqs = {
-        q["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"].split(".")[0]
+        q["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
         for q in queues.values()
         if "RedrivePolicy" in q
     }

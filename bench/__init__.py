@@ -1,0 +1,1 @@
+"""`make bench`: run as `python -m bench.run` from the repository root."""
