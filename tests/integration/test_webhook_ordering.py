@@ -192,3 +192,19 @@ def test_malformed_appid_is_404_without_touching_aws(
     assert resp["statusCode"] == 404
     assert aws_calls == []
     assert "000000" not in resp["body"]  # the input is not echoed back
+
+
+def test_a_follower_known_only_from_a_scan_is_following_until_a_real_event_decides(
+    safe_account: AwsWorld,
+) -> None:
+    push(safe("scan", create_time=NOW - 50))
+    assert follower()["following"] is True  # only followers can scan into the account
+    push(safe("unsubscribe", create_time=NOW - 100))  # older, but the first real follow event
+    assert follower()["following"] is False
+    push(safe("text_message", create_time=NOW))
+    assert follower()["following"] is False  # a real event was seen: observations no longer decide
+
+
+def test_a_profile_without_follow_events_reports_unknown(safe_account: AwsWorld) -> None:
+    push(safe("unknown_event", Event="CLICK"))
+    assert follower()["following"] is None

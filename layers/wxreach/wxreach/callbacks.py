@@ -276,6 +276,9 @@ class CallbackService:
             kind is EventKind.UNKNOWN and str(event.raw.get("Event", "")).lower() in INTERACTION_EVENTS
         ):
             self._followers.touch_interaction(appid, openid, at=at, message=kind is EventKind.USER_MESSAGE)
+        if kind in (EventKind.SCAN, EventKind.USER_MESSAGE):
+            # Only followers can scan into or write to the account.
+            self._followers.observe_following(appid, openid)
         if journeys:
             self._journeys.publish(journeys)
         logger.info("callback processed", kind=str(kind), openid=mask_openid(openid), journeys=len(journeys))

@@ -54,7 +54,8 @@ class SubscriptionGrant(BaseModel):
 class Follower(BaseModel):
     appid: str
     openid: str
-    following: bool = False
+    # None: no follow/unfollow seen yet (the user followed before wxreach was connected).
+    following: bool | None = None
     followed_at: datetime | None = None
     unfollowed_at: datetime | None = None
     scene: str | None = None
@@ -129,6 +130,16 @@ class FollowerStore:
                 ConditionExpression=f"attribute_not_exists({attribute}) OR {attribute} < :t",
                 ExpressionAttributeValues={":t": _ts(at), **self._identity(appid, openid)},
             )
+
+    def observe_following(self, appid: str, openid: str) -> None:
+        """A SCAN or a message proves the user follows; recorded only while no follow or unfollow
+        event was ever seen, so a real one (even an older one arriving late) still decides."""
+        self._update(
+            self._profile_key(appid, openid),
+            UpdateExpression="SET following = :t, " + ", ".join(_IDENTITY_SETS),
+            ConditionExpression="attribute_not_exists(follow_changed_at)",
+            ExpressionAttributeValues={":t": {"BOOL": True}, **self._identity(appid, openid)},
+        )
 
     def grant_one_time(
         self, appid: str, openid: str, template_id: str, *, at: datetime, event_key: str
@@ -255,7 +266,7 @@ class FollowerStore:
             if sk == keys.FOLLOWER_SK:
                 follower = follower.model_copy(
                     update={
-                        "following": item.get("following", {}).get("BOOL", False),
+                        "following": item.get("following", {}).get("BOOL"),
                         "followed_at": _dt(item.get("followed_at")),
                         "unfollowed_at": _dt(item.get("unfollowed_at")),
                         "scene": item.get("scene", {}).get("S"),
