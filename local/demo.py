@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import httpx
 from local.sandbox.server import SandboxServer
 from local.stack import LocalStack, Settings
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 APPID = "wxd3m0c0ffee000001"
 ORIGINAL_ID = "gh_d3m0c0ffee01"
 SUB_TEMPLATE = "SUB_ORDER_SHIPPED"
@@ -58,6 +60,7 @@ def _alnum(n: int, rng: random.Random) -> str:
 def running_system(data_dir: Path, seed: int) -> Iterator[tuple[SandboxServer, LocalStack]]:
     with SandboxServer("127.0.0.1", port=0, seed=seed) as sandbox:
         settings = Settings(
+            template=REPO_ROOT / "template.yaml",
             port=0,
             moto_port=0,
             data_dir=data_dir,
@@ -69,6 +72,10 @@ def running_system(data_dir: Path, seed: int) -> Iterator[tuple[SandboxServer, L
             yield sandbox, stack
 
 
+def _epoch(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp())
+
+
 def _ok(resp: httpx.Response, what: str) -> Any:
     if resp.status_code >= 300:
         raise SystemExit(f"demo: {what} failed: HTTP {resp.status_code} {resp.text[:300]}")
@@ -78,8 +85,12 @@ def _ok(resp: httpx.Response, what: str) -> Any:
 def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int) -> Report:
     rng = random.Random(seed)
     report = Report()
-    wechat = httpx.Client(base_url=sandbox.url, timeout=30)
-    api = httpx.Client(base_url=stack.api_url, timeout=30, headers={"x-api-key": stack.api_key})
+    # trust_env=False: a configured HTTP proxy must not capture calls to 127.0.0.1.
+    wechat = httpx.Client(base_url=sandbox.url, timeout=30, trust_env=False)
+    api = httpx.Client(
+        base_url=stack.api_url, timeout=30, headers={"x-api-key": stack.api_key}, trust_env=False
+    )
+    anonymous = httpx.Client(base_url=stack.api_url, timeout=30, trust_env=False)
     admin = f"/admin/accounts/{APPID}"
     token, aes_key, app_secret = "demoToken" + _alnum(8, rng), _alnum(43, rng), _alnum(32, rng)
 
@@ -142,7 +153,7 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
     via_qr = set(openids[: followers * 3 // 4])
     accepters = set(openids[: followers * 2 // 5])
     rejecters = set(openids[followers * 2 // 5 : followers // 2])
-    double_accept = set(list(accepters)[:3])
+    double_accept = set(sorted(accepters)[:3])
     leavers = set(openids[-max(1, followers // 10) :])
     talker = openids[1]
     for openid in openids:
@@ -192,10 +203,12 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
     report.check(
         scenes == Counter({QR_SCENE: len(via_qr)}), f"{len(via_qr)} follows attributed to scene {QR_SCENE}"
     )
+    message_push = next(p for p in pushes if p["event"] == "text")
     report.check(
-        views[talker]["last_interaction_at"]
-        >= max(v["followed_at"] for v in views.values() if v["followed_at"]),
-        "the follower who wrote a message has the latest interaction (48 h window)",
+        views[talker]["last_message_at"] is not None
+        and _epoch(views[talker]["last_message_at"]) == message_push["create_time"]
+        and all(views[o]["last_message_at"] is None for o in openids if o != talker),
+        "only the follower who wrote a message has a customer-service window (last_message_at)",
     )
 
     def credit(openid: str) -> dict[str, Any] | None:
@@ -217,9 +230,9 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
     report.check(rejected == len(rejecters), "every rejection recorded")
 
     # 4. A forged callback (someone who does not know the Token) is refused and changes nothing.
-    victim = next(iter(leavers))
-    forged = httpx.post(
-        f"{stack.api_url}/wechat/{APPID}",
+    victim = sorted(leavers)[0]
+    forged = anonymous.post(
+        f"/wechat/{APPID}",
         params={
             "signature": "0" * 40,
             "timestamp": str(int(time.time())),
@@ -227,7 +240,6 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
             "encrypt_type": "aes",
         },
         content=f"<xml><ToUserName>{ORIGINAL_ID}</ToUserName><Encrypt>AAAA</Encrypt></xml>",
-        timeout=30,
     )
     after = _ok(api.get(f"/accounts/{APPID}/followers/{victim}"), "reading a follower")
     report.section("Security")
@@ -236,7 +248,7 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
     )
     report.check(after["following"] is False, "the forged callback changed nothing")
     report.check(
-        httpx.get(f"{stack.api_url}/accounts", timeout=30).status_code == 403,
+        anonymous.get("/accounts").status_code == 403,
         "operator routes refuse calls without credentials",
     )
 

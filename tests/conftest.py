@@ -15,6 +15,9 @@ os.environ.update(
         "POWERTOOLS_SERVICE_NAME": "wxreach-test",
         "POWERTOOLS_DEV": "false",
         "AWS_LAMBDA_FUNCTION_NAME": "wxreach-test",
+        # Local servers (sandbox, local stack) must never be reached through a configured proxy.
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
     }
 )
 os.environ.pop("AWS_PROFILE", None)

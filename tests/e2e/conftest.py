@@ -14,6 +14,7 @@ import pytest
 from local.sandbox.server import SandboxServer
 from local.stack import LocalStack, Settings
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 APPID = "wxe2e0000000000001"
 ORIGINAL_ID = "gh_e2e000000001"
 TOKEN = "e2eToken2026"
@@ -47,6 +48,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     data_dir: Path = tmp_path_factory.mktemp("local-stack")
     with SandboxServer("127.0.0.1", port=0, seed=11) as sandbox:
         settings = Settings(
+            template=REPO_ROOT / "template.yaml",
             port=0,
             moto_port=0,
             data_dir=data_dir,
@@ -54,8 +56,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             api_key=secrets.token_urlsafe(12),
         )
         with LocalStack(settings) as stack:
-            wechat = httpx.Client(base_url=sandbox.url, timeout=30)
-            api = httpx.Client(base_url=stack.api_url, timeout=30, headers={"x-api-key": stack.api_key})
+            wechat = httpx.Client(base_url=sandbox.url, timeout=30, trust_env=False)
+            api = httpx.Client(
+                base_url=stack.api_url, timeout=30, headers={"x-api-key": stack.api_key}, trust_env=False
+            )
             account = {
                 "appid": APPID,
                 "original_id": ORIGINAL_ID,

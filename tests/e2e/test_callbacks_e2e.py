@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import APPID, SUB_TEMPLATE, System
@@ -90,11 +91,9 @@ def test_redelivered_popup_grants_one_credit(system: System) -> None:
 
 
 def test_operator_routes_need_the_api_key_and_unknown_accounts_are_404(system: System) -> None:
-    import httpx
-
-    anonymous = httpx.get(f"{system.stack.api_url}/accounts", timeout=30)
-    assert anonymous.status_code == 403
-    wrong = httpx.get(f"{system.stack.api_url}/accounts", headers={"x-api-key": "nope"}, timeout=30)
+    with httpx.Client(base_url=system.stack.api_url, timeout=30, trust_env=False) as anonymous:
+        assert anonymous.get("/accounts").status_code == 403
+        wrong = anonymous.get("/accounts", headers={"x-api-key": "nope"})
     assert wrong.status_code == 403
     assert system.api.get("/accounts").status_code == 200
     assert system.api.get("/accounts/wx0000000000000000").status_code == 404
