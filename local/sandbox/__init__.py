@@ -1,7 +1,7 @@
 """WeChat sandbox: an HTTP server that behaves like the WeChat Official Account API.
 
 Used by integration/e2e tests and the local demo so that nothing ever calls the real WeChat.
-See docs/sandbox.md.
+See docs/sandbox.md. Section numbers (§n) in comments point into docs/reference/wechat-api.md.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ import httpx
 from local.sandbox import events
 from local.sandbox.callbacks import signed_url, tls_context
 from local.sandbox.clock import CHINA_TZ
-from local.sandbox.errors import AdminError
+from local.sandbox.endpoints import mass
+from local.sandbox.errors import AdminError, ApiError
 from local.sandbox.httpio import Request, Response, json_response
 from local.sandbox.keyword_rules import ENUMERATED_TYPES, TYPES, Family, keyword_type
 from local.sandbox.model import (
@@ -140,59 +141,75 @@ def clock_advance(call: AdminCall) -> Any:
 
 
 # --- accounts ---------------------------------------------------------------------------------
-def account_upsert(call: AdminCall) -> Any:
-    body, state = call.body, call.sandbox.state
-    appid = _str(body, "appid", required=True)
-    assert appid is not None
-    account = state.accounts.get(appid)
-    created = account is None
-    if account is None:
-        account = Account(
-            appid=appid,
-            secret=_str(body, "secret") or state.ids.secret(),
-            original_id=_str(body, "original_id") or state.ids.original_id(),
-            token=_str(body, "token") or state.ids.token(),
-            token_ttl_s=state.config.token_ttl_s,
-        )
+def _account_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate every account field of the body; returns attribute -> new value, changing nothing."""
+    fields: dict[str, Any] = {}
     for key in ("secret", "name", "token", "mass_job_status"):
         if (value := _str(body, key)) is not None:
-            setattr(account, key, value)
+            fields[key] = value
     if (original_id := _str(body, "original_id")) is not None:
         if not original_id.startswith("gh_"):
             raise AdminError(400, "original_id must look like gh_…")
-        account.original_id = original_id
+        fields["original_id"] = original_id
     if "type" in body:
         try:
-            account.type = AccountType(body["type"])
+            fields["type"] = AccountType(body["type"])
         except ValueError as exc:
             raise AdminError(400, "type must be service or subscription") from exc
     if (verified := _bool(body, "verified")) is not None:
-        account.verified = verified
+        fields["verified"] = verified
     if "encoding_aes_key" in body:
         key = body["encoding_aes_key"] or ""
         if key and not (isinstance(key, str) and _AES_KEY.match(key)):
             raise AdminError(400, "encoding_aes_key must be 43 characters of [A-Za-z0-9]")
-        account.encoding_aes_key = key
+        fields["encoding_aes_key"] = key
     if "encryption_mode" in body:
         try:
-            account.encryption_mode = EncryptionMode(body["encryption_mode"])
+            fields["encryption_mode"] = EncryptionMode(body["encryption_mode"])
         except ValueError as exc:
             raise AdminError(400, "encryption_mode must be plaintext, compatible or safe") from exc
-    if account.encryption_mode is not EncryptionMode.PLAINTEXT and not account.encoding_aes_key:
-        raise AdminError(400, "compatible/safe mode needs an encoding_aes_key")
     if "webhook_url" in body:
         url = body["webhook_url"]
         if url is not None and not (isinstance(url, str) and re.match(r"^https?://", url)):
             raise AdminError(400, "webhook_url must be an http(s) URL or null")
-        account.webhook_url = url or None
+        fields["webhook_url"] = url or None
     for key in ("template_daily_quota", "token_daily_limit"):
         if (number := _int(body, key)) is not None:
-            setattr(account, key, number)
+            fields[key] = number
     if (ttl := _int(body, "token_ttl_s", minimum=1)) is not None:
-        account.token_ttl_s = ttl
+        fields["token_ttl_s"] = ttl
     if "ip_whitelist" in body:
         whitelist = body["ip_whitelist"]
-        account.ip_whitelist = None if whitelist is None else _str_list(whitelist, "ip_whitelist")
+        fields["ip_whitelist"] = None if whitelist is None else list(_str_list(whitelist, "ip_whitelist"))
+    return fields
+
+
+def account_upsert(call: AdminCall) -> Any:
+    """Create or update an account: the whole body is validated first, then applied at once, so a
+    400 leaves the account exactly as it was."""
+    body, state = call.body, call.sandbox.state
+    appid = _str(body, "appid", required=True)
+    assert appid is not None
+    fields = _account_fields(body)
+    account = state.accounts.get(appid)
+    # the combination the account would end up with must be valid too
+    mode = fields.get("encryption_mode", account.encryption_mode if account else EncryptionMode.PLAINTEXT)
+    aes_key = fields.get("encoding_aes_key", account.encoding_aes_key if account else "")
+    if mode is not EncryptionMode.PLAINTEXT and not aes_key:
+        raise AdminError(400, "compatible/safe mode needs an encoding_aes_key")
+
+    created = account is None
+    if account is None:
+        # ids are drawn only once the body is known to be good, so a refused call changes no sequence
+        account = Account(
+            appid=appid,
+            secret=fields.pop("secret", None) or state.ids.secret(),
+            original_id=fields.pop("original_id", None) or state.ids.original_id(),
+            token=fields.pop("token", None) or state.ids.token(),
+            token_ttl_s=state.config.token_ttl_s,
+        )
+    for key, value in fields.items():
+        setattr(account, key, value)
     state.accounts[appid] = account
     return (201 if created else 200), account.to_json()
 
@@ -223,6 +240,8 @@ def _tag_ids(account: Account, raw: Any) -> list[Tag]:
 def followers_create(call: AdminCall) -> Any:
     account, body, state = _account(call), call.body, call.sandbox.state
     now = state.clock.now()
+    following_default = _bool(body, "following")
+    shared_tags = _tag_ids(account, body.get("tags"))
     specs: list[dict[str, Any]] = []
     if "count" in body:
         count = _int(body, "count", minimum=1) or 0
@@ -244,28 +263,32 @@ def followers_create(call: AdminCall) -> Any:
         specs = body["followers"]
     else:
         raise AdminError(400, "give count (+prefix), openids, or followers")
-    following_default = _bool(body, "following")
-    shared_tags = _tag_ids(account, body.get("tags"))
-    created = updated = 0
-    openids: list[str] = []
+    # validate every entry before the first user changes: a 400 must leave the account as it was
+    plan: list[tuple[str, bool, dict[str, Any], list[Tag]]] = []
     for spec in specs:
         openid = spec.get("openid")
         if not isinstance(openid, str) or not _OPENID.match(openid):
             raise AdminError(400, f"bad openid {openid!r}")
+        if "wxname" in spec and spec["wxname"] is not None and not isinstance(spec["wxname"], str):
+            raise AdminError(400, f"{openid}: wxname must be a string or null")
         following = spec.get("following", following_default if following_default is not None else True)
+        plan.append((openid, bool(following), spec, [*shared_tags, *_tag_ids(account, spec.get("tags"))]))
+    created = updated = 0
+    openids: list[str] = []
+    for openid, following, spec, tags in plan:
         user = account.users.get(openid)
         if user is None:
-            user = account.users[openid] = User(openid=openid, following=bool(following))
+            user = account.users[openid] = User(openid=openid, following=following)
             created += 1
         else:
-            user.following = bool(following)
+            user.following = following
             updated += 1
         user.followed_at = now if user.following else user.followed_at
         if "wxname" in spec:
             user.wxname = spec["wxname"]
         if "template_block" in spec:
             user.template_block = bool(spec["template_block"])
-        for tag in [*shared_tags, *_tag_ids(account, spec.get("tags"))]:
+        for tag in tags:
             if user.following:
                 tag.members[openid] = None
         if not user.following:
@@ -300,9 +323,11 @@ def user_get(call: AdminCall) -> Any:
 def user_update(call: AdminCall) -> Any:
     account = _account(call)
     user = _user(account, call.params["openid"])
+    wxname = _str(call.body, "wxname")  # validate both fields before changing either
+    block = _bool(call.body, "template_block")
     if "wxname" in call.body:
-        user.wxname = _str(call.body, "wxname")
-    if (block := _bool(call.body, "template_block")) is not None:
+        user.wxname = wxname
+    if block is not None:
         user.template_block = block
     return user.to_json(account.tags_of(user.openid))
 
@@ -332,21 +357,20 @@ def tag_create(call: AdminCall) -> Any:
     assert name is not None
     if any(t.name == name for t in account.tags.values()):
         raise AdminError(409, f"tag {name!r} exists")
+    members = _members_to_add(account, call.body.get("openids") or [])  # before the tag exists
     tag = Tag(id=account.next_tag_id, name=name)
     account.next_tag_id += 1
     account.tags[tag.id] = tag
-    _tag_members(account, tag, call.body.get("openids") or [], [])
+    tag.members.update(dict.fromkeys(members))
     return 201, {"id": tag.id, "name": tag.name, "count": len(tag.members)}
 
 
-def _tag_members(account: Account, tag: Tag, add: Any, remove: Any) -> None:
-    for openid in _str_list(add, "add/openids") if add else []:
-        user = _user(account, openid)
-        if not user.following:
+def _members_to_add(account: Account, add: Any) -> list[str]:
+    openids = _str_list(add, "add/openids") if add else []
+    for openid in openids:
+        if not _user(account, openid).following:
             raise AdminError(409, f"{openid} is not following; only followers carry tags")
-        tag.members[openid] = None
-    for openid in _str_list(remove, "remove") if remove else []:
-        tag.members.pop(openid, None)
+    return openids
 
 
 def tag_members(call: AdminCall) -> Any:
@@ -354,7 +378,11 @@ def tag_members(call: AdminCall) -> Any:
     tag = account.tags.get(int(call.params["tag_id"]))
     if tag is None:
         raise AdminError(404, "no such tag")
-    _tag_members(account, tag, call.body.get("add"), call.body.get("remove"))
+    add = _members_to_add(account, call.body.get("add"))
+    remove = _str_list(call.body["remove"], "remove") if call.body.get("remove") else []
+    tag.members.update(dict.fromkeys(add))
+    for openid in remove:
+        tag.members.pop(openid, None)
     return {"id": tag.id, "name": tag.name, "count": len(tag.members)}
 
 
@@ -479,12 +507,14 @@ def simulate_follow(call: AdminCall) -> Any:
             account, openid, "SCAN", events.user_scan(account.original_id, openid, t, scene, ticket or "")
         )
         return {"event": "SCAN", "openid": openid}
+    # the push is built before the user changes, so a push that cannot be built changes nothing
+    push = state.prepare_push(
+        account, openid, "subscribe", events.user_subscribe(account.original_id, openid, t, scene, ticket)
+    )
     if user is None:
         user = account.users[openid] = User(openid=openid, following=True)
     user.following, user.followed_at = True, state.clock.now()
-    state.push(
-        account, openid, "subscribe", events.user_subscribe(account.original_id, openid, t, scene, ticket)
-    )
+    state.submit(push)
     return {"event": "subscribe", "openid": openid}
 
 
@@ -493,12 +523,13 @@ def simulate_unfollow(call: AdminCall) -> Any:
     user = _user(account, call.params["openid"])
     if not user.following:
         raise AdminError(409, f"{user.openid} does not follow")
-    user.following = False
-    _untag(account, user.openid)
     t = state.event_time()
-    state.push(
+    push = state.prepare_push(
         account, user.openid, "unsubscribe", events.user_unsubscribe(account.original_id, user.openid, t)
     )
+    user.following = False
+    _untag(account, user.openid)
+    state.submit(push)
     return {"event": "unsubscribe", "openid": user.openid}
 
 
@@ -536,6 +567,10 @@ def simulate_popup(call: AdminCall) -> Any:
         templates.append(template)
     if len({t.kind for t in templates}) > 1:
         raise AdminError(400, "one component cannot mix one-time and long-term templates (§3)")
+    xml = events.subscribe_msg_popup(
+        account.original_id, openid, state.event_time(), [(tid, status, scene) for tid, status in pairs]
+    )
+    push = state.prepare_push(account, openid, "subscribe_msg_popup_event", xml)
     # a non-follower can subscribe from an H5 page or article: create them as non-following
     user = account.users.get(openid) or account.users.setdefault(openid, User(openid=openid, following=False))
     now = state.clock.now()
@@ -547,10 +582,7 @@ def simulate_popup(call: AdminCall) -> Any:
             grant.credits += 1
         # a one-time "reject" in a popup adds nothing and keeps earlier, unused accepts
         grant.history.append({"at": int(now), "action": f"popup_{status}", "scene": scene})
-    xml = events.subscribe_msg_popup(
-        account.original_id, openid, state.event_time(), [(tid, status, scene) for tid, status in pairs]
-    )
-    state.push(account, openid, "subscribe_msg_popup_event", xml)
+    state.submit(push)
     return {"event": "subscribe_msg_popup_event", "openid": openid, "grants": _grants(user)}
 
 
@@ -558,18 +590,20 @@ def simulate_settings_reject(call: AdminCall) -> Any:
     account, state = _account(call), call.sandbox.state
     user = _user(account, call.params["openid"])
     template_ids = _str_list(call.body.get("reject"), "reject")
-    now = state.clock.now()
-    for tid in template_ids:
+    for tid in template_ids:  # every id is checked before the first grant changes
         if tid not in account.subscription_templates:
             raise AdminError(404, f"no subscription template {tid}")
+    xml = events.subscribe_msg_change(
+        account.original_id, user.openid, state.event_time(), [(tid, "reject") for tid in template_ids]
+    )
+    push = state.prepare_push(account, user.openid, "subscribe_msg_change_event", xml)
+    now = state.clock.now()
+    for tid in template_ids:
         grant = user.grant(tid)
         # turning a template off in the settings page revokes everything granted for it
         grant.credits, grant.long_term_accepted = 0, False
         grant.history.append({"at": int(now), "action": "settings_reject"})
-    xml = events.subscribe_msg_change(
-        account.original_id, user.openid, state.event_time(), [(tid, "reject") for tid in template_ids]
-    )
-    state.push(account, user.openid, "subscribe_msg_change_event", xml)
+    state.submit(push)
     return {"event": "subscribe_msg_change_event", "openid": user.openid, "grants": _grants(user)}
 
 
@@ -581,6 +615,16 @@ def simulate_text(call: AdminCall) -> Any:
     xml = events.text_message(account.original_id, user.openid, state.event_time(), content, msg_id)
     state.push(account, user.openid, "text", xml)
     return {"event": "text", "openid": user.openid, "MsgId": msg_id}
+
+
+def simulate_console_mass(call: AdminCall) -> Any:
+    """A send-to-all from the web console: uses the history quota the API shares (§4.1)."""
+    account, state = _account(call), call.sandbox.state
+    content = _str(call.body, "content", default="console broadcast") or "console broadcast"
+    try:
+        return 201, mass.console_sendall(state, account, content, state.clock.now())
+    except ApiError as error:
+        raise AdminError(409, f"{error.errmsg} ({error.errcode}): the history quota is used up") from error
 
 
 def _grants(user: User) -> dict[str, Any]:
@@ -699,6 +743,7 @@ ROUTES: list[tuple[str, str, Handler, bool]] = [
     ("POST", _U + r"/popup", simulate_popup, True),
     ("POST", _U + r"/subscription-settings", simulate_settings_reject, True),
     ("POST", _U + r"/message", simulate_text, True),
+    ("POST", _A + r"/console-mass", simulate_console_mass, True),
     ("POST", _A + r"/verify-webhook", verify_webhook, False),  # locks itself, not during the HTTP call
     ("GET", r"/admin/counters", counters_get, False),
     ("POST", r"/admin/counters/reset", counters_reset, False),

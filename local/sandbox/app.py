@@ -6,6 +6,7 @@ counters) reads top to bottom in `_handle_wechat`.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from local.sandbox.admin import AdminApi
@@ -18,6 +19,8 @@ from local.sandbox.errors import ApiError, Code
 from local.sandbox.faults import FaultInjector
 from local.sandbox.httpio import Request, Response, json_response
 from local.sandbox.state import CallCounters, SandboxState
+
+log = logging.getLogger("wxsandbox")
 
 _HTTP_FAULT_BODIES = {500: b"<html><body>500 Internal Server Error</body></html>"}
 
@@ -120,5 +123,13 @@ class Sandbox:
                 result = endpoint.handler(call)
         except ApiError as error:
             return self._error(path, error)
+        except Exception:
+            # A sandbox bug. Handlers build everything that can fail (the signed, maybe encrypted push
+            # included) before they change state, so nothing was delivered or counted: answer like
+            # WeChat's "system error", which clients retry, rather than an HTTP 500 they may not.
+            log.exception("sandbox failed on %s %s", request.method, path)
+            return self._error(
+                path, ApiError(Code.SYSTEM_BUSY, "system error (sandbox internal error, see its log)")
+            )
         self.counters.result(path, int(result.get("errcode", 0)))
         return json_response(result)

@@ -48,11 +48,19 @@ class SystemClock:
 
 
 class ManualClock:
-    """Frozen time that moves only when told to: deterministic windows for tests."""
+    """Frozen time that moves only when told to: deterministic windows for tests.
+
+    `ManualClock.at("2024-06-30 23:59:59")` starts at a China-time wall-clock reading, which is how
+    boundary tests put themselves one second before a China day or month ends.
+    """
 
     def __init__(self, start: float = DEFAULT_MANUAL_START) -> None:
         self._now = float(start)
         self._lock = threading.Lock()
+
+    @classmethod
+    def at(cls, moment: str | datetime) -> ManualClock:
+        return cls(china_timestamp(moment))
 
     def now(self) -> float:
         return self._now
@@ -63,6 +71,14 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             return self._now
+
+
+def china_timestamp(moment: str | datetime) -> float:
+    """Unix seconds of an instant; naive values ('2024-06-30 23:59:59') are read as China time."""
+    parsed = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=CHINA_TZ)
+    return parsed.timestamp()
 
 
 def china_day(ts: float) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from local.sandbox.errors import AdminError
 
 WILDCARD = "*"
+RECENT_LATENCIES = 50  # drawn latencies kept per rule for GET /admin/faults
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,10 @@ class Latency:
     min_ms: float
     max_ms: float
 
-    def draw(self, rng: random.Random) -> float:
+    def draw_ms(self, rng: random.Random) -> float:
         if self.kind == "fixed":
-            return self.min_ms / 1000
-        return rng.uniform(self.min_ms, self.max_ms) / 1000
+            return self.min_ms
+        return rng.uniform(self.min_ms, self.max_ms)
 
     def to_json(self) -> dict[str, Any]:
         if self.kind == "fixed":
@@ -66,11 +68,17 @@ class FaultRule:
     rng: random.Random
     calls: int = 0
     injected: dict[str, int] = field(default_factory=dict)
+    # what the latency draws gave, most recent last: tests check them against the seeded generator
+    recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
 
     def decide(self) -> FaultDecision:
         self.calls += 1
         draw = self.rng.random()
-        latency_s = self.latency.draw(self.rng) if self.latency else 0.0
+        latency_s = 0.0
+        if self.latency:
+            latency_ms = self.latency.draw_ms(self.rng)
+            self.recent_latency_ms.append(latency_ms)
+            latency_s = latency_ms / 1000
         decision = FaultDecision(latency_s=latency_s)
         edge = 0.0
         for code, rate in self.errcodes.items():
@@ -104,6 +112,7 @@ class FaultRule:
             "latency": self.latency.to_json() if self.latency else None,
             "calls": self.calls,
             "injected": self.injected,
+            "recent_latency_ms": list(self.recent_latency_ms),
         }
 
 

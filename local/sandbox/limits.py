@@ -1,4 +1,4 @@
-"""Every number the sandbox enforces, with the section of docs/reference (wechat-api.md) it comes from.
+"""Every number the sandbox enforces, with the section of docs/reference/wechat-api.md it comes from.
 
 Keeping them here means a rule changes in one place, and docs/sandbox.md can point at one file.
 """
@@ -42,7 +42,11 @@ MASS_CLIENTMSGID_WINDOW_S: Final = 24 * 3600
 MASS_CLIENTMSGID_TOO_FAST_S: Final = 60
 MASS_PER_FOLLOWER_PER_MONTH: Final = 4
 SUBSCRIPTION_ACCOUNT_SENDALL_PER_DAY: Final = 1
+# §4.1 service accounts: is_to_all=true sends (they enter the history list), console sends included
+SERVICE_TO_ALL_PER_DAY: Final = 1
+SERVICE_TO_ALL_PER_MONTH: Final = 4
 MASS_CALLS_PER_MINUTE: Final = 60
+MASS_API_CALLS_PER_DAY: Final = 100  # §4.1 "高级群发接口": accepted sendall + send jobs per China day
 PREVIEW_TOWXNAME_PER_DAY: Final = 100
 # speed level -> realspeed (万 messages per minute)
 MASS_SPEEDS: Final = {0: 80, 1: 60, 2: 45, 3: 30, 4: 10}

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import re
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from local.sandbox import limits
+from local.sandbox.clock import china_day, china_month
+
+
+def drop_expired[K, V](
+    entries: OrderedDict[K, V], now: float, window_s: float, stamp: Callable[[V], float]
+) -> None:
+    """Forget entries at least `window_s` old.
+
+    Writers re-insert at the end, so entries stay oldest first and the expired ones are a prefix:
+    the cost is one step per entry ever dropped (OrderedDict, unlike dict, pops its front in O(1)).
+    """
+    while entries:
+        key = next(iter(entries))
+        if now - stamp(entries[key]) < window_s:
+            return
+        del entries[key]
 
 
 class AccountType(StrEnum):
@@ -288,14 +305,37 @@ class Account:
     drafts: dict[str, Draft] = field(default_factory=dict)
     publications: dict[str, Publication] = field(default_factory=dict)
     mass_jobs: dict[int, MassJob] = field(default_factory=dict)
-    mass_by_clientmsgid: dict[str, MassJob] = field(default_factory=dict)
-    template_dedupe: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    # idempotency windows, oldest first and pruned by age (24 h and 10 min): see remember_*()
+    mass_by_clientmsgid: OrderedDict[str, MassJob] = field(default_factory=OrderedDict)
+    template_dedupe: OrderedDict[tuple[str, str], tuple[int, float]] = field(default_factory=OrderedDict)
     daily: Counter[tuple[str, str]] = field(default_factory=Counter)  # (what, china day) -> count
+    monthly: Counter[tuple[str, str]] = field(default_factory=Counter)  # (what, china month) -> count
     mass_call_times: deque[float] = field(default_factory=deque)
     mass_speed: int = limits.DEFAULT_MASS_SPEED
     classic_token: str | None = None
     stable_token: str | None = None
     stable_force_times: list[float] = field(default_factory=list)
+
+    def prune_windows(self, now: float) -> None:
+        """Drop records that can no longer change an answer: idempotency entries past their window,
+        and quota counters of earlier China days and months."""
+        drop_expired(self.template_dedupe, now, limits.TEMPLATE_CLIENT_MSG_ID_WINDOW_S, lambda e: e[1])
+        drop_expired(self.mass_by_clientmsgid, now, limits.MASS_CLIENTMSGID_WINDOW_S, lambda j: j.created_at)
+        today, month = china_day(now), china_month(now)
+        for key in [k for k in self.daily if k[1] != today]:
+            del self.daily[key]
+        for key in [k for k in self.monthly if k[1] != month]:
+            del self.monthly[key]
+        # forced stable refreshes: today's count, and the last one for the 30-s spacing (§1.2)
+        self.stable_force_times[:-1] = [t for t in self.stable_force_times[:-1] if china_day(t) == today]
+
+    def remember_template(self, key: tuple[str, str], msgid: int, now: float) -> None:
+        self.template_dedupe.pop(key, None)  # re-insert at the end: the dict stays oldest first
+        self.template_dedupe[key] = (msgid, now)
+
+    def remember_mass(self, job: MassJob) -> None:
+        self.mass_by_clientmsgid.pop(job.clientmsgid, None)
+        self.mass_by_clientmsgid[job.clientmsgid] = job
 
     def tags_of(self, openid: str) -> list[int]:
         return [tag.id for tag in self.tags.values() if openid in tag.members]

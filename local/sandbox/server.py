@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -11,11 +12,28 @@ from urllib.parse import parse_qsl, urlsplit
 from local.sandbox.app import Sandbox
 from local.sandbox.clock import Clock
 from local.sandbox.config import SandboxConfig
-from local.sandbox.httpio import Request, Response
+from local.sandbox.httpio import Request, Response, json_response
 
 log = logging.getLogger("wxsandbox")
 
 MAX_BODY = 16 * 1024 * 1024  # 10 000 openids fit comfortably
+# An oversized body up to this size is still read and thrown away, so the client gets its 413 (instead
+# of a reset while it is still sending) and the keep-alive connection stays in step. Beyond: 413 + close.
+MAX_DRAIN = 4 * MAX_BODY
+_MAX_LINE = 64 * 1024  # chunk-size and trailer lines
+_MAX_TRAILERS = 100
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_COPY = 64 * 1024
+
+
+class _BodyError(Exception):
+    """The request body cannot be used: answer `status`; `keep_alive` when the body was fully read."""
+
+    def __init__(self, status: int, message: str, *, keep_alive: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.keep_alive = keep_alive
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -49,11 +67,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._write(Response(status=413, body=b'{"error":"body too large"}'))
+        try:
+            body = self._read_body()
+        except _BodyError as error:
+            if not error.keep_alive:
+                self.close_connection = True  # the rest of the stream cannot be trusted to be a request
+            self._write(json_response({"error": error.message}, status=error.status))
             return
-        body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         request = Request(
             method=self.command,
@@ -73,11 +93,88 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._write(response)
 
+    # request bodies (RFC 9112 §6) ------------------------------------------------------------
+    def _read_body(self) -> bytes:
+        codings = [
+            c.strip().lower()
+            for value in self.headers.get_all("Transfer-Encoding") or []
+            for c in value.split(",")
+            if c.strip()
+        ]
+        if codings:
+            if codings[-1] != "chunked":  # the length of such a body cannot be known (§6.3)
+                raise _BodyError(400, "Transfer-Encoding must end with chunked")
+            if codings != ["chunked"]:
+                raise _BodyError(501, f"unsupported Transfer-Encoding {', '.join(codings)}")
+            if self.headers.get("Content-Length") is not None:
+                self.close_connection = True  # both headers: chunked wins, then close (§6.3)
+            return self._read_chunked()
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            return b""
+        value = lengths.pop()
+        if lengths or not (value.isascii() and value.isdigit()):  # two different values, or not a number
+            raise _BodyError(400, "bad Content-Length")
+        length = int(value)
+        if length > MAX_BODY:
+            if length > MAX_DRAIN:
+                raise _BodyError(413, "body too large")
+            self._discard(length)
+            raise _BodyError(413, "body too large", keep_alive=True)
+        return self._read_exactly(length)
+
+    def _read_exactly(self, n: int) -> bytes:
+        data = self.rfile.read(n) if n else b""
+        if len(data) != n:
+            raise _BodyError(400, "body shorter than announced")
+        return data
+
+    def _discard(self, n: int) -> None:
+        while n > 0:
+            n -= len(self._read_exactly(min(n, _COPY)))
+
+    def _line(self) -> bytes:
+        line = self.rfile.readline(_MAX_LINE + 1)
+        if not line.endswith(b"\n"):
+            raise _BodyError(400, "malformed chunked body")
+        return line.rstrip(b"\r\n")
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_field = self._line().split(b";", 1)[0].strip()  # chunk extensions are ignored
+            if not _CHUNK_SIZE.fullmatch(size_field):
+                raise _BodyError(400, "malformed chunk size")
+            size = int(size_field, 16)
+            if size == 0:
+                break
+            total += size
+            if total > MAX_DRAIN:
+                raise _BodyError(413, "body too large")
+            if total > MAX_BODY:
+                chunks.clear()  # keep reading, to answer 413 with the stream still in step
+                self._discard(size)
+            else:
+                chunks.append(self._read_exactly(size))
+            if self._line():
+                raise _BodyError(400, "chunk data longer than its size")
+        for _ in range(_MAX_TRAILERS + 1):
+            if not self._line():  # the empty line that ends the trailer section
+                break
+        else:
+            raise _BodyError(400, "too many trailer fields")
+        if total > MAX_BODY:
+            raise _BodyError(413, "body too large", keep_alive=True)
+        return b"".join(chunks)
+
     def _write(self, response: Response) -> None:
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError):

@@ -102,7 +102,15 @@ class SandboxState:
         return int(time.time() if self.config.wall_clock_callbacks else self.clock.now())
 
     def push(self, account: Account, openid: str, event: str, xml: str) -> None:
-        """Sign (and maybe encrypt) one push and hand it to the async dispatcher (§5.2, §5.4)."""
+        """Build one push and hand it to the async dispatcher at once."""
+        self.submit(self.prepare_push(account, openid, event, xml))
+
+    def prepare_push(self, account: Account, openid: str, event: str, xml: str) -> CallbackRecord:
+        """Sign (and maybe encrypt) one push without queueing it (§5.2, §5.4).
+
+        Handlers call this before they change any state and `submit()` after, so a push that cannot
+        be built (say, a broken EncodingAESKey) fails the call before anything was delivered.
+        """
         timestamp = str(self.event_time())
         nonce = self.ids.nonce()
         query = {
@@ -137,6 +145,9 @@ class SandboxState:
             body=body,
             mode=account.encryption_mode.value,
         )
+        return record
+
+    def submit(self, record: CallbackRecord) -> None:
         self.dispatcher.submit(record)
 
 

@@ -23,8 +23,11 @@ TLS = ssl.create_default_context()
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def clock(request: pytest.FixtureRequest) -> ManualClock:
+    """2024-06-01 00:00 China time, or the China-time instant given by indirect parametrisation:
+    `@pytest.mark.parametrize("clock", ["2024-06-30 23:59:59"], indirect=True)`."""
+    start = getattr(request, "param", None)
+    return ManualClock() if start is None else ManualClock.at(start)
 
 
 @pytest.fixture
@@ -175,6 +178,8 @@ class Receiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # reply to the GET verification handshake; echoes echostr verbatim by default (§5.1)
     verify_reply: Callable[[dict[str, str]], str] = lambda query: query.get("echostr", "")
+    # when set, POSTs are recorded at once but answered only after the test opens the gate
+    gate: threading.Event | None = None
 
     def wait_for(self, n: int, timeout: float = 5.0) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -200,6 +205,8 @@ def receiver() -> Iterator[Receiver]:
             with state.lock:
                 state.requests.append(Received(parts.path, dict(parse_qsl(parts.query)), body))
                 status, delay = state.script.popleft() if state.script else (200, 0.0)
+            if state.gate is not None:
+                state.gate.wait(10)
             if delay:
                 time.sleep(delay)
             try:

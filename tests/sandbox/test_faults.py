@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,20 +126,37 @@ def test_timeout_then_process_still_sends(wx: WeChat, service: Service) -> None:
     assert len(wx.inbox(service.appid, service.openids[0])) == 1
 
 
-def test_fixed_and_uniform_latency(wx: WeChat, service: Service) -> None:
-    wx.admin("POST", "/faults", {"path": "/cgi-bin/tags/get", "latency": {"kind": "fixed", "ms": 120}})
+def timed_get(wx: WeChat, token: str) -> float:
     started = time.monotonic()
-    assert wx.get("/cgi-bin/tags/get", service.token) == {"tags": []}
-    assert time.monotonic() - started >= 0.12
-    wx.admin(
-        "POST",
-        "/faults",
-        {"path": "/cgi-bin/tags/get", "latency": {"kind": "uniform", "min_ms": 30, "max_ms": 60}},
-    )
+    assert wx.get("/cgi-bin/tags/get", token) == {"tags": []}
+    return time.monotonic() - started
+
+
+def recent_latencies(wx: WeChat) -> list[float]:
+    (rule,) = wx.admin("GET", "/faults")["rules"]
+    return rule["recent_latency_ms"]
+
+
+def test_fixed_latency_delays_every_call(wx: WeChat, service: Service) -> None:
+    wx.admin("POST", "/faults", {"path": "/cgi-bin/tags/get", "latency": {"kind": "fixed", "ms": 120}})
+    elapsed = [timed_get(wx, service.token) for _ in range(2)]
+    assert recent_latencies(wx) == [120.0, 120.0]
+    assert all(e >= 0.12 for e in elapsed)  # a lower bound: the call waited at least that long
+
+
+def test_uniform_latency_follows_the_seeded_generator(wx: WeChat, service: Service) -> None:
+    rule = {"path": "/cgi-bin/tags/get", "latency": {"kind": "uniform", "min_ms": 30, "max_ms": 60}}
+    wx.admin("POST", "/faults", rule)
+    elapsed = [timed_get(wx, service.token) for _ in range(3)]
+    # the rule's generator is random.Random("<seed>:<path>"): one outcome draw, then one latency draw
+    rng = random.Random("1:/cgi-bin/tags/get")
+    expected = []
     for _ in range(3):
-        started = time.monotonic()
-        wx.get("/cgi-bin/tags/get", service.token)
-        assert 0.03 <= time.monotonic() - started < 0.5
+        rng.random()
+        expected.append(rng.uniform(30, 60))
+    assert recent_latencies(wx) == expected
+    assert all(30 <= ms <= 60 for ms in expected)
+    assert all(e >= ms / 1000 for e, ms in zip(elapsed, expected, strict=True))
 
 
 def test_wildcard_rule_applies_to_every_endpoint(wx: WeChat, service: Service) -> None:

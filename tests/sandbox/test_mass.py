@@ -173,9 +173,94 @@ def test_subscription_account_gets_one_sendall_per_day(wx: WeChat) -> None:
     assert wx.post(SENDALL, token, {"filter": {"is_to_all": True}, **text("c")})["errcode"] == 0
 
 
-def test_service_account_may_sendall_twice_a_day(wx: WeChat, service: Service) -> None:
+def test_service_account_sends_to_all_once_a_day_but_to_tags_freely(wx: WeChat, service: Service) -> None:
     assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("a")})["errcode"] == 0
+    second = wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("b")})
+    assert second["errcode"] == 45028
+    assert second["errmsg"].startswith("has no masssend quota")
+    tag = wx.admin("POST", f"/accounts/{service.appid}/tags", {"name": "vip", "openids": service.openids[:2]})
+    by_tag = {"filter": {"is_to_all": False, "tag_id": tag["id"]}}
+    # is_to_all=false sends stay out of the history list and are not capped (§4.1)
+    assert [wx.post(SENDALL, service.token, {**by_tag, **text(f"tag {n}")})["errcode"] for n in range(3)] == [
+        0,
+        0,
+        0,
+    ]
+    wx.advance(24 * 3600)
+    service.token = wx.token(service.appid)
+    assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("c")})["errcode"] == 0
+
+
+def test_service_account_sends_to_all_four_times_a_calendar_month(wx: WeChat, service: Service) -> None:
+    for day in range(4):  # June 1 to 4
+        assert (
+            wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text(f"{day}")})["errcode"] == 0
+        )
+        wx.advance(24 * 3600)
+        service.token = wx.token(service.appid)
+    fifth = wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("june 5")})
+    assert fifth["errcode"] == 45028  # a new day, but the month's four are used
+    assert wx.post(SEND, service.token, {"touser": service.openids[:2], **text("list")})["errcode"] == 0
+    wx.advance(26 * 24 * 3600)  # July 1
+    service.token = wx.token(service.appid)
+    assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("july")})["errcode"] == 0
+
+
+def test_console_send_to_all_shares_the_history_quota(wx: WeChat, service: Service) -> None:
+    console = wx.admin(
+        "POST", f"/accounts/{service.appid}/console-mass", {"content": "控制台群发"}, expect=201
+    )
+    assert (console["sent"], console["filtered"]) == (5, 0)
+    assert wx.inbox(service.appid, service.openids[0], kind="mass")[0]["content"] == "控制台群发"
+    assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("api")})["errcode"] == 45028
+    again = wx.admin("POST", f"/accounts/{service.appid}/console-mass", {}, expect=409)
+    assert "45028" in again["error"]
+    wx.advance(24 * 3600)
+    service.token = wx.token(service.appid)
+    assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("api")})["errcode"] == 0
+    wx.admin("POST", f"/accounts/{service.appid}/console-mass", {}, expect=409)  # the API used today's
+    # console sends count towards each follower's 4 per month too, and are no API job
+    user = wx.admin("GET", f"/accounts/{service.appid}/users/{service.openids[0]}")
+    assert user["mass_by_month"] == {"2024-06": 2}
+    assert len(wx.admin("GET", f"/accounts/{service.appid}/mass-jobs")["jobs"]) == 1
+
+
+def test_review_failure_uses_no_history_quota(wx: WeChat, service: Service) -> None:
+    wx.account(service.appid, mass_job_status="err(20001)")
+    assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("a")})["errcode"] == 0
+    wx.account(service.appid, mass_job_status="send success")
     assert wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("b")})["errcode"] == 0
+
+
+def test_one_hundred_mass_jobs_a_day(wx: WeChat, service: Service) -> None:
+    refused = wx.post(SEND, service.token, {"touser": service.openids[:1], **text("too few")})
+    assert refused["errcode"] == 40130  # refused calls do not count towards the cap
+    for n in range(100):
+        if n == 50:
+            wx.advance(60)  # stay under 60 mass calls per minute
+        assert wx.post(SEND, service.token, {"touser": service.openids, **text(f"{n}")})["errcode"] == 0
+    over = wx.post(SENDALL, service.token, {"filter": {"is_to_all": True}, **text("101st")})
+    assert over["errcode"] == 45009  # sendall and send share the cap
+    assert over["errmsg"].startswith("reach max api daily quota limit")
+    assert wx.post(SEND, service.token, {"touser": service.openids, **text("101st")})["errcode"] == 45009
+    preview = {"touser": service.openids[0], **text("preview")}  # previews are not part of the cap
+    assert wx.post("/cgi-bin/message/mass/preview", service.token, preview)["errcode"] == 0
+    assert len(wx.admin("GET", f"/accounts/{service.appid}/mass-jobs")["jobs"]) == 100
+
+
+def test_clientmsgid_records_are_pruned_after_24_hours(wx: WeChat, service: Service, server) -> None:
+    account = server.sandbox.state.accounts[service.appid]
+    body = {"touser": service.openids, **text()}
+    assert wx.post(SEND, service.token, {**body, "clientmsgid": "a"})["errcode"] == 0
+    wx.advance(12 * 3600)
+    service.token = wx.token(service.appid)
+    assert wx.post(SEND, service.token, {**body, "clientmsgid": "b"})["errcode"] == 0
+    assert list(account.mass_by_clientmsgid) == ["a", "b"]
+    wx.advance(12 * 3600)  # "a" is 24 h old: it can no longer refuse anything
+    service.token = wx.token(service.appid)
+    assert wx.post(SEND, service.token, {**body, "clientmsgid": "c"})["errcode"] == 0
+    assert list(account.mass_by_clientmsgid) == ["b", "c"]
+    assert wx.post(SEND, service.token, {**body, "clientmsgid": "b"})["errcode"] == 45065  # still known
 
 
 def test_sixty_mass_calls_per_minute(wx: WeChat, service: Service) -> None:

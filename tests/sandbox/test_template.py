@@ -225,3 +225,19 @@ def test_concurrent_sends_with_one_client_msg_id_deliver_once(wx: WeChat, servic
         msgids = set(pool.map(fire, range(32)))
     assert len(msgids) == 1
     assert len(wx.inbox(service.appid, service.openids[0])) == 1
+
+
+def test_client_msg_id_records_are_pruned_after_ten_minutes(wx: WeChat, service: Service, server) -> None:
+    account = server.sandbox.state.accounts[service.appid]
+    first = send(wx, service, client_msg_id="a")
+    wx.advance(300)
+    send(wx, service, client_msg_id="b")
+    assert [key for _, key in account.template_dedupe] == ["a", "b"]
+    wx.advance(300)  # "a" is 10 minutes old: it can no longer dedupe anything
+    resent = send(wx, service, client_msg_id="a")
+    assert resent["msgid"] != first["msgid"]
+    assert [key for _, key in account.template_dedupe] == ["b", "a"]  # re-recorded as the newest
+    wx.advance(300)  # "b" expires while the younger "a" stays
+    send(wx, service, client_msg_id="c")
+    assert [key for _, key in account.template_dedupe] == ["a", "c"]
+    assert send(wx, service, client_msg_id="a")["msgid"] == resent["msgid"]

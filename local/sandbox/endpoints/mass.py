@@ -11,7 +11,7 @@ from local.sandbox.clock import china_day, china_month
 from local.sandbox.endpoints.common import Body, Call, Endpoint, int_field, known_user, ok, require_verified
 from local.sandbox.errors import ApiError, Code
 from local.sandbox.model import Account, AccountType, Draft, InboxMessage, MassJob, User
-from local.sandbox.state import system_openid
+from local.sandbox.state import SandboxState, system_openid
 
 # msgtype -> name of the payload object in the body (§4.2)
 PAYLOAD_FIELD = {
@@ -118,6 +118,57 @@ def _article_urls(appid: str, msg_data_id: int, draft: Draft) -> list[str]:
     return urls
 
 
+QuotaUse = tuple[str, str, bool]  # (counter, China day or month, is a monthly counter)
+
+
+def _api_quota(account: Account, now: float) -> QuotaUse:
+    """The "高级群发接口" cap (§4.1): 100 accepted sendall/send jobs per account per China day → 45009."""
+    day = china_day(now)
+    if account.daily[("mass_api", day)] >= limits.MASS_API_CALLS_PER_DAY:
+        raise ApiError(Code.DAILY_QUOTA)
+    return ("mass_api", day, False)
+
+
+def history_quota(account: Account, now: float) -> list[QuotaUse]:
+    """What one send to the history list uses (§4.1); 45028 "has no masssend quota" when used up.
+
+    Subscription accounts: 1 successful sendall (to all or to a tag) per China day. Service accounts:
+    is_to_all sends, 1 per China day and 4 per China calendar month, console sends included.
+    """
+    day, month = china_day(now), china_month(now)
+    if account.type is AccountType.SUBSCRIPTION:
+        if account.daily[("sendall", day)] >= limits.SUBSCRIPTION_ACCOUNT_SENDALL_PER_DAY:
+            raise ApiError(Code.NO_MASSSEND_QUOTA)
+        return [("sendall", day, False)]
+    if (
+        account.daily[("to_all", day)] >= limits.SERVICE_TO_ALL_PER_DAY
+        or account.monthly[("to_all", month)] >= limits.SERVICE_TO_ALL_PER_MONTH
+    ):
+        raise ApiError(Code.NO_MASSSEND_QUOTA)
+    return [("to_all", day, False), ("to_all", month, True)]
+
+
+def use_quota(account: Account, uses: list[QuotaUse]) -> None:
+    for what, period, monthly in uses:
+        (account.monthly if monthly else account.daily)[(what, period)] += 1
+
+
+def _audience(account: Account, recipients: list[str], month: str) -> tuple[list[User], list[str], list[str]]:
+    """Split recipients into (eligible users, filtered openids, error openids)."""
+    eligible: list[User] = []
+    filtered: list[str] = []
+    errors: list[str] = []
+    for openid in recipients:
+        user = account.users.get(openid)
+        if user is None:
+            errors.append(openid)  # unknown to this appid: passes the filter, fails to send
+        elif not user.following or user.mass_by_month[month] >= limits.MASS_PER_FOLLOWER_PER_MONTH:
+            filtered.append(openid)  # not a follower, or over the 4-per-month cap (§4.1)
+        else:
+            eligible.append(user)
+    return eligible, filtered, errors
+
+
 def _submit(
     call: Call,
     kind: str,
@@ -128,17 +179,16 @@ def _submit(
     draft: Draft | None,
 ) -> dict[str, Any]:
     account, state, now = call.account, call.state, call.now
+    account.prune_windows(now)
     clientmsgid, explicit = _clientmsgid(call.body, kind, audience, msgtype, payload)
     _check_duplicate(account, clientmsgid, now)
-    sendall_key = ("sendall", china_day(now))
-    # verified subscription accounts get one successful sendall per China day (§4.1)
-    if (
-        kind == "sendall"
-        and account.type is AccountType.SUBSCRIPTION
-        and account.daily[sendall_key] >= limits.SUBSCRIPTION_ACCOUNT_SENDALL_PER_DAY
-    ):
-        raise ApiError(Code.NO_MASSSEND_QUOTA)
+    api_use = _api_quota(account, now)
+    enters_history = kind == "sendall" and (
+        account.type is AccountType.SUBSCRIPTION or audience.get("is_to_all") is True
+    )
+    history_uses = history_quota(account, now) if enters_history else []
 
+    # build the whole job and its push first: nothing below the commit line can fail
     job = MassJob(
         msg_id=state.ids.mass_msg_id(),
         appid=account.appid,
@@ -155,26 +205,15 @@ def _submit(
         job.article_urls = _article_urls(account.appid, job.msg_data_id, draft)
 
     month = china_month(now)
-    eligible: list[User] = []
-    for openid in recipients:
-        user = account.users.get(openid)
-        if user is None:
-            job.error_openids.append(openid)  # unknown to this appid: passes the filter, fails to send
-        elif not user.following or user.mass_by_month[month] >= limits.MASS_PER_FOLLOWER_PER_MONTH:
-            job.filtered_openids.append(openid)  # not a follower, or over the 4-per-month cap (§4.1)
-        else:
-            eligible.append(user)
+    eligible, job.filtered_openids, job.error_openids = _audience(account, recipients, month)
     job.filter_count = len(eligible) + len(job.error_openids)
-
-    if account.mass_job_status != "send success":
-        # simulated review failure (err(N) / send fail): nothing reaches anyone
-        job.status, job.event_status = "SEND_FAIL", account.mass_job_status
-        job.sent, job.errors = 0, job.filter_count
-    else:
+    delivered = account.mass_job_status == "send success"
+    messages: list[tuple[User, InboxMessage]] = []
+    if delivered:
         content = _describe(msgtype, payload, draft)
-        for user in eligible:
-            user.mass_by_month[month] += 1
-            user.inbox.append(
+        messages = [
+            (
+                user,
                 InboxMessage(
                     inbox_id=state.ids.inbox_id(),
                     kind="mass",
@@ -183,25 +222,62 @@ def _submit(
                     content=content,
                     msgtype=msgtype,
                     client_msg_id=clientmsgid if explicit else None,
-                )
+                ),
             )
+            for user in eligible
+        ]
         job.sent, job.errors = len(eligible), len(job.error_openids)
-        if kind == "sendall":
-            account.daily[sendall_key] += 1  # only successful sends use the daily quota
-
-    account.mass_jobs[job.msg_id] = job
-    account.mass_by_clientmsgid[clientmsgid] = job
+    else:
+        # simulated review failure (err(N) / send fail): nothing reaches anyone
+        job.status, job.event_status = "SEND_FAIL", account.mass_job_status
+        job.sent, job.errors = 0, job.filter_count
     sender = system_openid(account.appid)
-    state.push(
+    push = state.prepare_push(
         account,
         sender,
         "MASSSENDJOBFINISH",
         events.mass_send_job_finish(account.original_id, sender, state.event_time(), job),
     )
+
+    # commit: plain in-memory updates that cannot fail
+    for user, message in messages:
+        user.mass_by_month[month] += 1
+        user.inbox.append(message)
+    # every accepted job uses the API cap; only delivered ones use the history quota
+    use_quota(account, [api_use, *history_uses] if delivered else [api_use])
+    account.mass_jobs[job.msg_id] = job
+    account.remember_mass(job)
+    state.submit(push)
     response = {"errcode": 0, "errmsg": "send job submission success", "msg_id": job.msg_id}
     if job.msg_data_id is not None:
         response["msg_data_id"] = job.msg_data_id
     return response
+
+
+def console_sendall(state: SandboxState, account: Account, content: str, now: float) -> dict[str, Any]:
+    """A text send-to-all made in the web console (admin simulation, not an API call).
+
+    It shares the history quota with API send-to-all jobs (§4.1) and each follower's 4-per-month cap,
+    but is no API job: no msg_id for /mass/get, no MASSSENDJOBFINISH push, no API cap.
+    """
+    uses = history_quota(account, now)  # 45028 when used up
+    msg_id = state.ids.mass_msg_id()
+    month = china_month(now)
+    eligible, filtered, _ = _audience(account, [u.openid for u in account.followers()], month)
+    for user in eligible:
+        user.mass_by_month[month] += 1
+        user.inbox.append(
+            InboxMessage(
+                inbox_id=state.ids.inbox_id(),
+                kind="mass",
+                msgid=msg_id,
+                received_at=now,
+                content=content,
+                msgtype="text",
+            )
+        )
+    use_quota(account, uses)
+    return {"msg_id": msg_id, "sent": len(eligible), "filtered": len(filtered)}
 
 
 def sendall(call: Call) -> dict[str, Any]:

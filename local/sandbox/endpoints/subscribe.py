@@ -37,26 +37,23 @@ def bizsend(call: Call) -> dict[str, Any]:
     if template.kind is SubscriptionKind.LONG_TERM:
         if grant is None or not grant.long_term_accepted:
             raise ApiError(Code.SUBSCRIPTION_REFUSED)
-    else:
-        if grant is None or grant.credits <= 0:
-            raise ApiError(Code.SUBSCRIPTION_REFUSED)
-        grant.credits -= 1  # one accept = exactly one send (§3)
+    elif grant is None or grant.credits <= 0:
+        raise ApiError(Code.SUBSCRIPTION_REFUSED)
+
+    # build everything that can fail (the push) before the grant is consumed
     msgid = state.ids.msgid()
-    grant.history.append({"at": int(now), "action": "sent", "msgid": msgid})
-    user.inbox.append(
-        InboxMessage(
-            inbox_id=state.ids.inbox_id(),
-            kind="subscription",
-            msgid=msgid,
-            received_at=now,
-            content=template.render(values),
-            channel="chat" if user.following else "service_notifications",
-            template_id=template.pri_tmpl_id,
-            data=values,
-            link=jump_target(body, "page"),
-        )
+    message = InboxMessage(
+        inbox_id=state.ids.inbox_id(),
+        kind="subscription",
+        msgid=msgid,
+        received_at=now,
+        content=template.render(values),
+        channel="chat" if user.following else "service_notifications",
+        template_id=template.pri_tmpl_id,
+        data=values,
+        link=jump_target(body, "page"),
     )
-    state.push(
+    push = state.prepare_push(
         account,
         user.openid,
         "subscribe_msg_sent_event",
@@ -67,6 +64,13 @@ def bizsend(call: Call) -> dict[str, Any]:
             [(template.pri_tmpl_id, msgid, 0, "success")],
         ),
     )
+
+    # commit: plain in-memory updates that cannot fail
+    if template.kind is SubscriptionKind.ONE_TIME:
+        grant.credits -= 1  # one accept = exactly one send (§3)
+    grant.history.append({"at": int(now), "action": "sent", "msgid": msgid})
+    user.inbox.append(message)
+    state.submit(push)
     return ok(msgid=msgid)
 
 

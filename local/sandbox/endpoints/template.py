@@ -35,6 +35,7 @@ def send(call: Call) -> dict[str, Any]:
         Family.TEMPLATE, template, body.get("data"), iso_datetime=state.config.accept_iso_datetime
     )
 
+    account.prune_windows(now)
     client_msg_id = body.get("client_msg_id")
     dedupe_key = (user.openid, client_msg_id) if isinstance(client_msg_id, str) and client_msg_id else None
     if dedupe_key is not None:
@@ -46,34 +47,40 @@ def send(call: Call) -> dict[str, Any]:
     quota_key = ("template", china_day(now))
     if account.daily[quota_key] >= account.template_daily_quota:
         raise ApiError(Code.DAILY_QUOTA)
-    account.daily[quota_key] += 1
 
+    # build everything that can fail (the push is signed and maybe encrypted) before changing state
     msgid = state.ids.msgid()
-    if dedupe_key is not None:
-        account.template_dedupe[dedupe_key] = (msgid, now)
-    if user.template_block:
-        status = "failed:user block"  # accepted by the API, refused by the user (§2.4)
-    else:
-        status = "success"
-        user.inbox.append(
-            InboxMessage(
-                inbox_id=state.ids.inbox_id(),
-                kind="template",
-                msgid=msgid,
-                received_at=now,
-                content=template.render(values),
-                template_id=template.template_id,
-                data=values,
-                link=jump_target(body, "url"),
-                client_msg_id=client_msg_id if dedupe_key else None,
-            )
+    blocked = user.template_block  # accepted by the API, refused by the user (§2.4)
+    message = (
+        None
+        if blocked
+        else InboxMessage(
+            inbox_id=state.ids.inbox_id(),
+            kind="template",
+            msgid=msgid,
+            received_at=now,
+            content=template.render(values),
+            template_id=template.template_id,
+            data=values,
+            link=jump_target(body, "url"),
+            client_msg_id=client_msg_id if dedupe_key else None,
         )
-    state.push(
+    )
+    status = "failed:user block" if blocked else "success"
+    push = state.prepare_push(
         account,
         user.openid,
         "TEMPLATESENDJOBFINISH",
         events.template_send_job_finish(account.original_id, user.openid, state.event_time(), msgid, status),
     )
+
+    # commit: plain in-memory updates that cannot fail
+    account.daily[quota_key] += 1
+    if dedupe_key is not None:
+        account.remember_template(dedupe_key, msgid, now)
+    if message is not None:
+        user.inbox.append(message)
+    state.submit(push)
     return ok(msgid=msgid)
 
 

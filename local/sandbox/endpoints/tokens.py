@@ -32,6 +32,7 @@ def _credentials(call: Call, grant_type: Any, appid: Any, secret: Any) -> Accoun
 def get_token(call: Call) -> dict[str, Any]:
     q = call.query
     account = _credentials(call, q.get("grant_type"), q.get("appid"), q.get("secret"))
+    account.prune_windows(call.now)
     day_key = ("token", china_day(call.now))
     if account.daily[day_key] >= account.token_daily_limit:
         raise ApiError(Code.DAILY_QUOTA)
@@ -58,6 +59,7 @@ def stable_token(call: Call) -> dict[str, Any]:
     body = call.body
     account = _credentials(call, body.get("grant_type"), body.get("appid"), body.get("secret"))
     now = call.now
+    account.prune_windows(now)
     current = call.state.tokens.get(account.stable_token or "")
     if body.get("force_refresh") is True and _force_refresh_allowed(account, now):
         account.stable_force_times.append(now)
