@@ -26,21 +26,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings.from_namespace(args)
     stop = threading.Event()
+    starting = True
+    received: list[int] = []
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
+        first = not received
+        received.append(signum)
         stop.set()
-        with contextlib.suppress(OSError):  # stdout may be a closed pipe by now
-            print(f"\n{signal.Signals(signum).name}: stopping the local stack...", flush=True)
+        if first:
+            with contextlib.suppress(OSError):  # stdout may be a closed pipe by now
+                print(f"\n{signal.Signals(signum).name}: stopping the local stack...", flush=True)
+        if starting and first:
+            # start() may be waiting for moto or a worker's import: abort it where it stands; its own
+            # clean-up stops what already runs. Later signals only set the event, so they cannot
+            # interrupt that clean-up.
+            raise StartInterrupted(signum)
 
+    stack = LocalStack(settings)
     # Installed before start so a Ctrl-C during start-up still tears everything down.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    stack = LocalStack(settings)
     try:
-        stack.start()
+        try:
+            stack.start()
+        finally:
+            starting = False
     except StackError as exc:
         print(f"local stack failed to start: {exc}", file=sys.stderr, flush=True)
         return 2
+    except StartInterrupted as interrupted:
+        stack.stop()  # start() stopped everything already; a signal may have come after it returned
+        print("local stack start-up aborted.", flush=True)
+        return 128 + interrupted.signum
     try:
         if stop.is_set():
             return 0
@@ -52,3 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.stop()
     print("local stack stopped.", flush=True)
     return 0
+
+
+class StartInterrupted(BaseException):
+    """SIGINT/SIGTERM during start-up (a BaseException, like KeyboardInterrupt: nothing swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -151,7 +151,8 @@ class WorkerProcess:
             self.conn.send({"type": "stop"})
 
     def finish_stop(self, grace: float) -> None:
-        self.process.join(grace)
+        # A worker still importing its handler cannot read "stop" and runs nothing: no grace for it.
+        self.process.join(grace if self.ready else 0)
         if self.process.is_alive():
             self.kill()
         with contextlib.suppress(Exception):

@@ -478,6 +478,9 @@ class Provisioner:
         kwargs: dict[str, Any] = {"Name": name, "Target": target}
         kwargs |= {key: props[key] for key in _SCHEDULE_FIELDS if key in props}
         kwargs.setdefault("FlexibleTimeWindow", {"Mode": "OFF"})
+        # The API's default; said explicitly because moto's update_schedule stores a missing State as
+        # None, which list_schedules(State=ENABLED) skips: a restart on an external moto would mute it.
+        kwargs.setdefault("State", "ENABLED")
         for key in ("StartDate", "EndDate"):
             if key in props:
                 kwargs[key] = datetime.fromisoformat(str(props[key]).replace("Z", "+00:00"))
@@ -601,12 +604,14 @@ class Provisioner:
             str(f["Pattern"]) if isinstance(f["Pattern"], str) else json.dumps(f["Pattern"])
             for f in (props.get("FilterCriteria") or {}).get("Filters", [])
         )
+        queue_url = self.queue_url_of(source)
+        self._check_visibility_timeout(decl.logical_id, queue_url, self.out.functions[function])
         self.out.sqs_sources.append(
             SqsSourceSpec(
                 logical_id=decl.logical_id,
                 function=function,
                 queue_arn=arn_text(source),
-                queue_url=self.queue_url_of(source),
+                queue_url=queue_url,
                 batch_size=int(props.get("BatchSize", 10)),
                 batching_window_seconds=float(props.get("MaximumBatchingWindowInSeconds", 0)),
                 report_batch_item_failures="ReportBatchItemFailures"
@@ -615,6 +620,20 @@ class Provisioner:
             )
         )
         return Resource(decl.logical_id, decl.type, "local", uuid, {}, decl.origin)
+
+    def _check_visibility_timeout(self, logical_id: str, queue_url: str, function: FunctionSpec) -> None:
+        """Lambda refuses a mapping whose queue hides messages for less than the function's Timeout
+        (a batch could come back while it still runs); locally it would work, so say so."""
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]
+        visibility = int(attributes.get("VisibilityTimeout", 30))
+        if visibility < function.timeout:
+            self.out.warnings.append(
+                f"{logical_id}: queue {queue_url.rsplit('/', 1)[-1]} has VisibilityTimeout {visibility} s, "
+                f"less than {function.logical_id}'s Timeout {function.timeout:g} s; AWS Lambda refuses this "
+                "event source mapping (make VisibilityTimeout at least the Timeout; AWS advises 6x)"
+            )
 
     def function_for(self, name_or_arn: str) -> str | None:
         if name_or_arn in self.out.functions:

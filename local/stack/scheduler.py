@@ -24,6 +24,9 @@ from local.stack.specs import RuleTargetSpec
 log = logging.getLogger("local.stack")
 
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
+# Failed deliveries are retried at the next polls, at most this many times (fewer when the
+# schedule's RetryPolicy.MaximumRetryAttempts says so), then given up and logged.
+MAX_RETRIES = 2
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 
 
@@ -164,6 +167,9 @@ class SchedulerPoller(threading.Thread):
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._warned: set[str] = set()
         self.fired_count = 0
+        self.failed_count = 0  # occurrences given up after MAX_RETRIES
+        self.polls = 0
+        self._failures: dict[str, int] = {}  # once-key -> failed attempts so far
         # What was fired survives a stack restart against an external moto; a new moto starts clean.
         self._fired: dict[str, str] = {} if fresh else self._load_state()
         self.scheduler: Any = None
@@ -261,30 +267,68 @@ class SchedulerPoller(threading.Thread):
             return any(self._due(d, now) for d in self._schedules())
 
     def poll_once(self) -> int:
+        """Fires every due schedule; one failing target does not hold up the others."""
         with self._lock:
             now = datetime.now(UTC)
             fired = 0
-            for details in self._schedules():
-                due = self._due(details, now)
-                if due is None:
-                    continue
-                key, scheduled = due
-                self._fire(details, scheduled)
-                self._fired[key] = now.isoformat()
-                fired += 1
-            if fired:
+            changed = False
+            try:
+                for details in self._schedules():
+                    due = self._due(details, now)
+                    if due is None:
+                        continue
+                    key, scheduled = due
+                    try:
+                        self._fire(details, scheduled, attempt=self._failures.get(key, 0) + 1)
+                    except Exception as exc:
+                        changed |= self._failed(details, key, now, exc)
+                        continue
+                    self._fired[key] = now.isoformat()
+                    self._failures.pop(key, None)
+                    fired += 1
+                    changed = True
+            finally:
+                self.polls += 1
                 self.fired_count += fired
-                self._save_state()
+                if changed:
+                    self._save_state()
             return fired
 
-    def _fire(self, details: dict[str, Any], scheduled: datetime) -> None:
+    def _failed(self, details: dict[str, Any], key: str, now: datetime, exc: Exception) -> bool:
+        """Counts a failed delivery; after the last attempt the occurrence is given up (remembered as
+        done, so it is neither retried nor 'due' any more). True when the state changed."""
+        name = f"{details.get('GroupName', 'default')}/{details.get('Name')}"
+        attempts = self._failures.get(key, 0) + 1
+        retries = (details.get("RetryPolicy") or {}).get("MaximumRetryAttempts", MAX_RETRIES)
+        allowed = 1 + min(int(retries), MAX_RETRIES)
+        if attempts < allowed:
+            self._failures[key] = attempts
+            log.warning(
+                "[scheduler] %s: delivery failed (attempt %d of %d, retried at the next poll): %s",
+                name,
+                attempts,
+                allowed,
+                exc,
+            )
+            return False
+        self._failures.pop(key, None)
+        self._fired[key] = f"{now.isoformat()} gave up after {attempts} attempt(s): {exc}"
+        self.failed_count += 1
+        log.error("[scheduler] %s: delivery failed %d time(s), giving up: %s", name, attempts, exc)
+        self._after_completion(details)
+        return True
+
+    def _fire(self, details: dict[str, Any], scheduled: datetime, *, attempt: int = 1) -> None:
         target = details.get("Target") or {}
         name = f"{details.get('GroupName', 'default')}/{details['Name']}"
         payload = _context_attributes(
-            str(target.get("Input") if target.get("Input") is not None else "{}"), details, scheduled
+            str(target.get("Input") if target.get("Input") is not None else "{}"), details, scheduled, attempt
         )
         log.info("[scheduler] firing %s (%s) -> %s", name, details["ScheduleExpression"], target.get("Arn"))
         self.deliverer.deliver(target, payload, source=f"schedule:{name}")
+        self._after_completion(details)
+
+    def _after_completion(self, details: dict[str, Any]) -> None:
         one_time = str(details["ScheduleExpression"]).startswith("at(")
         if one_time and details.get("ActionAfterCompletion") == "DELETE":
             with contextlib.suppress(Exception):
@@ -293,13 +337,13 @@ class SchedulerPoller(threading.Thread):
                 )
 
 
-def _context_attributes(text: str, details: dict[str, Any], scheduled: datetime) -> str:
+def _context_attributes(text: str, details: dict[str, Any], scheduled: datetime, attempt: int = 1) -> str:
     """Scheduler's context attributes that may appear in a target's Input."""
     replacements = {
         "<aws.scheduler.schedule-arn>": str(details["Arn"]),
         "<aws.scheduler.scheduled-time>": scheduled.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "<aws.scheduler.execution-id>": str(uuid.uuid4()),
-        "<aws.scheduler.attempt-number>": "1",
+        "<aws.scheduler.attempt-number>": str(attempt),
     }
     for placeholder, value in replacements.items():
         text = text.replace(placeholder, value)

@@ -19,7 +19,7 @@ class Settings:
     template: Path = Path("template.yaml")
     host: str = "127.0.0.1"
     port: int = 3000  # HTTP front (0 picks a free port)
-    moto_port: int = 5000  # in-process moto server (0 picks a free port)
+    moto_port: int = 5000  # the stack's own moto server, a child process (0 picks a free port)
     moto_url: str | None = None  # use an already-running moto server instead
     data_dir: Path = Path(".local-data")
     stack_name: str = "wxreach-local"
@@ -85,6 +85,9 @@ class Settings:
             "env_vars_file",
             "concurrency",
             "scheduler_interval",
+            "poll_wait_seconds",
+            "init_timeout",
+            "echo_function_output",
         ):
             value = getattr(args, key)
             if value is not None:
@@ -121,7 +124,19 @@ _ENV_SETTINGS: tuple[tuple[str, str, Any], ...] = (
     ("ENV_VARS", "env_vars_file", Path),
     ("CONCURRENCY", "concurrency", int),
     ("SCHEDULER_INTERVAL", "scheduler_interval", float),
+    ("POLL_WAIT_SECONDS", "poll_wait_seconds", int),
+    ("INIT_TIMEOUT", "init_timeout", float),
+    ("ECHO_FUNCTION_OUTPUT", "echo_function_output", lambda text: parse_flag(text, "ECHO_FUNCTION_OUTPUT")),
 )
+
+
+def parse_flag(text: str, name: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{ENV_PREFIX}{name}={text!r}: expected true or false")
 
 
 def parse_assignments(items: Sequence[str], *, what: str) -> dict[str, str]:
@@ -164,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--template", type=Path, help="SAM template (default template.yaml)")
     add("--host", help="address the HTTP front and moto listen on (default 127.0.0.1)")
     add("--port", type=int, help="HTTP front port (default 3000; 0 = any free port)")
-    add("--moto-port", type=int, help="in-process moto server port (default 5000; 0 = any free port)")
+    add("--moto-port", type=int, help="port of the stack's own moto server (default 5000; 0 = any free port)")
     add("--moto-url", help="use this running moto server instead of starting one")
     add("--data-dir", type=Path, help="logs, api-key and stack.json (default .local-data)")
     add("--stack-name", help="AWS::StackName (default wxreach-local)")
@@ -184,5 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--env-vars", dest="env_vars_file", type=Path, help="JSON file like `sam local --env-vars`")
     add("--concurrency", type=int, help="worker processes per function (default 1)")
     add("--scheduler-interval", type=float, help="seconds between Scheduler polls (default 0.5)")
+    add(
+        "--poll-wait-seconds",
+        type=int,
+        help="SQS long-poll wait of the pollers, 1-20 s (default 1; also bounds how long a stop takes)",
+    )
+    add("--init-timeout", type=float, help="seconds a worker may take to import its handler (default 60)")
+    add(
+        "--echo-function-output",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print function output on the console, prefixed [Function] (default yes; "
+        "--no-echo-function-output: only <data-dir>/logs/<Function>.log)",
+    )
     add("--verbose", "-v", action="store_true", help="debug logging")
     return parser

@@ -19,6 +19,7 @@ from local.stack.aws import FAKE_CREDENTIALS, MotoEndpoint
 from local.stack.cfn import TemplateError
 from local.stack.functions import FunctionPool, FunctionRuntime, InvocationResult
 from local.stack.model import load_sam_template
+from local.stack.motoproc import MotoProcess, MotoStartError
 from local.stack.pollers import QueuePoller, RuleBridgePoller, SqsEventSourcePoller
 from local.stack.provision import Provisioned, Provisioner
 from local.stack.scheduler import AsyncDispatcher, RateTimer, SchedulerPoller
@@ -49,7 +50,7 @@ class LocalStack:
         self.startup_seconds = 0.0
         self.warnings: list[str] = []
         self._endpoint: MotoEndpoint | None = None
-        self._moto_server: Any = None
+        self._moto_process: MotoProcess | None = None
         self._front: ApiFront | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -79,6 +80,11 @@ class LocalStack:
     @property
     def routes(self) -> list[RouteSpec]:
         return self.provisioned.routes
+
+    @property
+    def scheduler(self) -> SchedulerPoller | None:
+        """The Scheduler poller (`polls`, `fired_count`, `failed_count`); None before start."""
+        return self._scheduler
 
     @property
     def endpoint(self) -> MotoEndpoint:
@@ -114,6 +120,7 @@ class LocalStack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._attach_log_file()
         try:
+            self._launch_moto()  # first: the child's imports overlap with the template's loading
             template = load_sam_template(
                 Path(settings.template),
                 stack_name=settings.stack_name,
@@ -122,7 +129,7 @@ class LocalStack:
                 parameter_overrides=dict(settings.parameter_overrides),
             )
             function_env = self._function_env_overrides()
-            fresh_moto = self._start_moto()
+            fresh_moto = self._wait_moto()
             self._endpoint = MotoEndpoint(self.moto_url, settings.region, settings.account_id)
             self.provisioned = Provisioner(
                 template, self._endpoint, logs_dir=self.logs_dir, echo_output=settings.echo_function_output
@@ -160,10 +167,10 @@ class LocalStack:
             self._dispatcher.stop()
             self._dispatcher = None
         self.runtime.stop()
-        if self._moto_server is not None:
+        if self._moto_process is not None:
             with contextlib.suppress(Exception):
-                self._moto_server.stop()
-            self._moto_server = None
+                self._moto_process.stop()
+            self._moto_process = None
         if self._running:
             self._write_stack_file("stopped")
         self._running = False
@@ -194,30 +201,38 @@ class LocalStack:
             overrides.setdefault(function, {}).update(values)
         return overrides
 
-    def _start_moto(self) -> bool:
-        """Starts moto in this process unless a URL is given; True when moto starts empty."""
+    @property
+    def moto_pid(self) -> int | None:
+        """The process id of the stack's own moto (None with --moto-url or when stopped)."""
+        return self._moto_process.pid if self._moto_process is not None else None
+
+    def _launch_moto(self) -> None:
+        """Spawns the stack's own moto child process, unless a moto URL is given."""
         settings = self.settings
         if settings.moto_url:
-            self.moto_url = settings.moto_url.rstrip("/")
+            return
+        _ensure_port_free(settings.host, settings.moto_port, "moto")
+        self._moto_process = MotoProcess(
+            settings.host, settings.moto_port, log_path=self.logs_dir / "moto.log"
+        )
+        self._moto_process.launch()
+        log.debug("moto child process %s launched", self._moto_process.pid)
+
+    def _wait_moto(self) -> bool:
+        """Waits until moto answers; True when it is the stack's own (so it started empty)."""
+        settings = self.settings
+        if self._moto_process is None:
+            self.moto_url = (settings.moto_url or "").rstrip("/")
             try:
                 MotoEndpoint(self.moto_url, settings.region, settings.account_id).client("sqs").list_queues()
             except Exception as exc:
                 raise StackError(f"moto at {self.moto_url} is not reachable: {exc}") from exc
             return False
-        from moto.server import ThreadedMotoServer  # heavy import, only when moto runs here
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
-        _ensure_port_free(settings.host, settings.moto_port, "moto")
-        server = ThreadedMotoServer(ip_address=settings.host, port=settings.moto_port, verbose=False)
-        # ThreadedMotoServer.start() waits forever if its server thread fails: bound the wait.
-        starter = threading.Thread(target=server.start, daemon=True)
-        starter.start()
-        starter.join(15)
-        if starter.is_alive():
-            raise StackError(f"moto did not start on {settings.host}:{settings.moto_port}")
-        self._moto_server = server
-        _, port = server.get_host_and_port()
-        self.moto_url = f"http://{_client_host(settings.host)}:{port}"
+        try:
+            self.moto_url = self._moto_process.wait_ready(timeout=30)
+        except MotoStartError as exc:
+            raise StackError(f"moto on {settings.host}:{settings.moto_port}: {exc}") from exc
+        log.debug("moto (pid %s) answers on %s", self._moto_process.pid, self.moto_url)
         return True
 
     def _load_api_key(self) -> str:
@@ -404,6 +419,7 @@ class LocalStack:
             "template": str(Path(self.settings.template).resolve()),
             "api_url": self.api_url,
             "moto_url": self.moto_url,
+            "moto_pid": self.moto_pid,
             "api_key": self.api_key,
             "api_key_header": API_KEY_HEADER,
             "wechat_api_base": self.settings.wechat_api_base,

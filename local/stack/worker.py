@@ -58,6 +58,7 @@ class LambdaContext:
 def worker_main(conn: Connection, spec: FunctionSpec, environment: dict[str, str]) -> None:
     # Ctrl-C reaches the whole process group; the stack stops workers itself, after in-flight work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     console = os.dup(1)
     pump = _capture_output(spec, console)
     _isolate(spec, environment)
@@ -129,6 +130,20 @@ def _runtime_paths() -> list[str]:
         if absolute and any(absolute == r or absolute.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
             kept.append(absolute)
     return kept
+
+
+def _exit_with_parent(interval: float = 0.5) -> None:
+    """A stack killed outright (SIGKILL) cannot stop its workers, and a worker busy importing its
+    handler or running a long invocation does not notice its pipe closing: it leaves when its parent
+    is gone (it is then re-parented, so its parent pid changes)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _isolate(spec: FunctionSpec, environment: dict[str, str]) -> None:

@@ -61,7 +61,7 @@ Resources:
   WorkQueue:
     Type: AWS::SQS::Queue
     Properties:
-      VisibilityTimeout: 1
+      VisibilityTimeout: 2  # short, so retries come back quickly; not below WorkerFunction's Timeout
       RedrivePolicy:
         deadLetterTargetArn: !GetAtt WorkDlq.Arn
         maxReceiveCount: 2
@@ -163,6 +163,9 @@ Resources:
         Implicit:
           Type: Api
           Properties: {Path: /implicit, Method: GET}
+        Wait:
+          Type: Api
+          Properties: {RestApiId: !Ref TestApi, Path: /wait, Method: GET, Auth: {Authorizer: NONE}}
   SlowFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -183,6 +186,7 @@ Resources:
     Properties:
       CodeUri: fns/worker
       Handler: worker_handler.handler
+      Timeout: 2  # Lambda requires the queue's VisibilityTimeout >= Timeout
       Events:
         Work:
           Type: SQS
@@ -256,6 +260,7 @@ import base64
 import json
 import os
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import boto3
@@ -311,6 +316,12 @@ def handler(event, context):
         return _json(200, {"env": env, "sys_path": sys.path, "cwd": os.getcwd()})
     if resource == "/implicit":
         return _json(200, {"stage": event["requestContext"]["stage"]})
+    if resource == "/wait":  # runs until the test creates the file (at most 4 s)
+        path = event["queryStringParameters"]["file"]
+        deadline = time.monotonic() + 4
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return _json(200, {"released": os.path.exists(path)})
     if resource == "/publish":
         body = json.loads(event["body"])
         boto3.client("events").put_events(Entries=[{
@@ -320,7 +331,8 @@ def handler(event, context):
         return _json(200, {"published": True})
     if resource == "/schedule":
         body = json.loads(event["body"])
-        at = datetime.now(timezone.utc) + timedelta(seconds=body.get("in_seconds", 0))
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        at = now + timedelta(seconds=body.get("in_seconds", 0))
         queue = body.get("target") == "queue"
         target_arn = os.environ["WORK_QUEUE_ARN"] if queue else os.environ["RECORDER_ARN"]
         boto3.client("scheduler").create_schedule(
@@ -332,7 +344,7 @@ def handler(event, context):
                     "Input": body["input"] if isinstance(body["input"], str) else json.dumps(body["input"])},
             ActionAfterCompletion=body.get("after", "DELETE"),
         )
-        return _json(200, {"scheduled": body["name"]})
+        return _json(200, {"scheduled": body["name"], "at": at.timestamp()})
     return _json(500, {"unexpected": resource})
 """
 

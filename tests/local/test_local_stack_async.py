@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,7 +195,10 @@ def test_a_kept_one_time_schedule_never_fires_twice(sample_stack: LocalStack, re
     t = tag()
     post(sample_stack, "/schedule", {"name": f"kept-{t}", "input": {"marker": f"kept-{t}"}, "after": "NONE"})
     sample_stack.wait_idle(20)
-    time.sleep(1.0)  # five more scheduler polls
+    scheduler = sample_stack.scheduler
+    assert scheduler is not None
+    polls = scheduler.polls
+    assert eventually(lambda: scheduler.polls >= polls + 5, timeout=20)  # five more scheduler polls
     sample_stack.wait_idle(20)
     assert len(records(f"recorder#kept-{t}")) == 1
     assert f"kept-{t}" in schedule_names(sample_stack)
@@ -203,12 +206,44 @@ def test_a_kept_one_time_schedule_never_fires_twice(sample_stack: LocalStack, re
 
 def test_a_future_schedule_waits_for_its_time(sample_stack: LocalStack, records: Records) -> None:
     t = tag()
-    post(
-        sample_stack, "/schedule", {"name": f"later-{t}", "input": {"marker": f"later-{t}"}, "in_seconds": 2}
-    )
+    due = post(
+        sample_stack, "/schedule", {"name": f"later-{t}", "input": {"marker": f"later-{t}"}, "in_seconds": 6}
+    ).json()["at"]
     sample_stack.wait_idle(20)  # not due yet: idle does not wait for it
-    assert records(f"recorder#later-{t}") == []
-    assert eventually(lambda: records(f"recorder#later-{t}"), timeout=10)
+    assert records(f"recorder#later-{t}") == []  # 6 s ahead: far from due yet
+    [item] = eventually(lambda: records(f"recorder#later-{t}"), timeout=30)
+    assert item["at"] >= due  # recorded by the function: it did not run before its time
+
+
+def test_a_failing_schedule_target_does_not_hold_up_the_others(
+    sample_stack: LocalStack, records: Records
+) -> None:
+    t = tag()
+    scheduler = sample_stack.scheduler
+    assert scheduler is not None
+    failed = scheduler.failed_count
+    missing_queue = sample_stack.resources["WorkQueue"].arn + f"-missing-{t}"
+    client = sample_stack.client("scheduler")
+    for name, arn in (
+        (f"broken-{t}", missing_queue),
+        (f"fine-{t}", sample_stack.functions["RecorderFunction"].arn),
+    ):
+        client.create_schedule(
+            Name=name,
+            ScheduleExpression="at(2020-01-01T00:00:00)",  # due at once, both in the same poll
+            FlexibleTimeWindow={"Mode": "OFF"},
+            Target={
+                "Arn": arn,
+                "RoleArn": "arn:aws:iam::123456789012:role/s",
+                "Input": json.dumps({"marker": name}),
+            },
+        )
+    sample_stack.wait_idle(20)  # the failing one is retried, then given up: nothing stays due
+    assert len(records(f"recorder#fine-{t}")) == 1
+    assert scheduler.failed_count == failed + 1
+    fired = json.loads((sample_stack.data_dir / "scheduler-fired.json").read_text())
+    [outcome] = [v for k, v in fired.items() if f"broken-{t}" in k]
+    assert "gave up after 3 attempt(s)" in outcome
 
 
 def test_a_schedule_can_target_a_queue(sample_stack: LocalStack, records: Records) -> None:
@@ -261,11 +296,20 @@ def test_a_scheduled_rule_sends_a_scheduled_event(sample_stack: LocalStack, reco
     assert item["event"] == {"marker": t}
 
 
-def test_wait_idle_reports_what_is_busy(sample_stack: LocalStack) -> None:
-    caller = threading.Thread(target=lambda: httpx.get(sample_stack.api_url + "/slow?sleep=0.8", timeout=15))
+def test_wait_idle_reports_what_is_busy(sample_stack: LocalStack, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(httpx.get(f"{sample_stack.api_url}/wait?file={release}", timeout=15))
+    )
     caller.start()
-    time.sleep(0.2)
-    with pytest.raises(TimeoutError, match="invocation"):
-        sample_stack.wait_idle(0.2)
-    caller.join()
+    try:
+        # The function runs until the file exists: busy for as long as the test needs.
+        assert eventually(lambda: sample_stack.runtime.tracker.in_progress, timeout=10)
+        with pytest.raises(TimeoutError, match="invocation"):
+            sample_stack.wait_idle(0.2)
+    finally:
+        release.touch()
+        caller.join()
+    assert answers[0].json() == {"released": True}
     sample_stack.wait_idle(5)

@@ -3,58 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.local.conftest import children_of, eventually, launch, process_gone, wait_running
 from tests.local.sample_app import write_sample_app
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def launch(*args: str, data_dir: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXREACH_LOCAL_")}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "local.stack",
-            "--port",
-            "0",
-            "--moto-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_running(process: subprocess.Popen[str], stack_file: Path, timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"stack exited early:\n{process.communicate()[0]}")
-        if stack_file.exists():
-            described = json.loads(stack_file.read_text())
-            if described.get("status") == "running":
-                return described
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError("stack did not start")
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
@@ -108,3 +66,85 @@ def test_cli_refuses_a_busy_port(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 2
     assert f"moto port 127.0.0.1:{port} is not free" in output
+
+
+SLOW_INIT = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+  Stuck:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      CodeUri: fn
+      Handler: stuck.handler
+"""
+
+STUCK_HANDLER = """\
+import os
+import time
+
+with open(os.environ["MARKER"], "w") as marker:  # the stack is now waiting for this import
+    marker.write(str(os.getpid()))
+time.sleep(120)
+
+
+def handler(event, context):
+    return None
+"""
+
+
+def launch_stuck(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[int, str]]:
+    """A CLI whose start-up waits for a worker stuck in its handler's import; its child processes."""
+    (tmp_path / "app" / "fn").mkdir(parents=True)
+    (tmp_path / "app" / "template.yaml").write_text(SLOW_INIT)
+    (tmp_path / "app" / "fn" / "stuck.py").write_text(STUCK_HANDLER)
+    marker = tmp_path / "importing"
+    process = launch(
+        "--template",
+        str(tmp_path / "app" / "template.yaml"),
+        "--function-env",
+        f"Stuck:MARKER={marker}",
+        data_dir=tmp_path / "data",
+    )
+    try:
+        assert eventually(lambda: marker.exists() and marker.read_text(), timeout=30), "worker never started"
+        started = children_of(process.pid)
+        assert any("local.stack.motoproc" in command for command in started.values()), started
+        assert int(marker.read_text()) in started  # the worker, stuck in its handler's import
+    except BaseException:
+        process.kill()
+        raise
+    return process, started
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_aborts_it_and_stops_what_started(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    process, started = launch_stuck(tmp_path)
+    try:
+        process.send_signal(stop_signal)
+        output, _ = process.communicate(timeout=20)  # not the 60 s init timeout
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + stop_signal, output
+    assert "start-up aborted" in output
+    assert "ready in" not in output
+    for pid in started:
+        assert eventually(lambda pid=pid: process_gone(pid), timeout=10), f"{started[pid]} outlived the stack"
+
+
+def test_a_killed_stack_leaves_no_process_behind(tmp_path: Path) -> None:
+    process, started = launch_stuck(tmp_path)
+    try:
+        process.send_signal(signal.SIGKILL)  # no clean-up in the stack at all
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    for pid in started:  # moto notices its closed stdin, the worker its new parent
+        assert eventually(lambda pid=pid: process_gone(pid), timeout=15), f"{started[pid]} outlived the stack"

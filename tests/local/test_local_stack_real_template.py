@@ -12,7 +12,7 @@ import pytest
 
 from local.stack import LocalStack, StackError
 from local.stack.cfn import load_template
-from tests.local.conftest import stack_settings
+from tests.local.conftest import eventually, stack_settings
 from tests.local.sample_app import write_sample_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -185,30 +185,52 @@ def test_an_unsupported_resource_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_restarting_on_an_external_moto_reuses_resources_and_never_refires(tmp_path: Path) -> None:
-    from moto.server import ThreadedMotoServer
+    from local.stack.motoproc import MotoProcess
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    moto = MotoProcess("127.0.0.1", 0, log_path=tmp_path / "moto.log")  # outlives the stacks below
+    moto.launch()
     try:
-        host, port = server.get_host_and_port()
+        url = moto.wait_ready()
         template = write_sample_app(tmp_path / "app")
-        settings = stack_settings(
-            template, tmp_path / "data", moto_url=f"http://{host}:{port}", scheduler_interval=0.1
-        )
+        polling = stack_settings(template, tmp_path / "data", moto_url=url, scheduler_interval=0.1)
+        # A first run that never polls the Scheduler: it only creates the resources.
+        creating = polling.with_overrides(scheduler_interval=3600)
 
         def template_schedule_runs(stack: LocalStack) -> int:
             items = stack.client("dynamodb").scan(TableName=stack.resources["RecordTable"].ref)["Items"]
             return sum(1 for i in items if i["pk"]["S"].startswith("recorder#template-schedule"))
 
-        with LocalStack(settings) as first:
-            assert first.moto_url == f"http://{host}:{port}"
-            first.wait_idle(20)
-            assert template_schedule_runs(first) == 1
-        with LocalStack(settings) as second:  # same moto, same data dir: everything exists already
+        def states(stack: LocalStack) -> dict[str, str]:
+            scheduler = stack.client("scheduler")
+            return {
+                logical_id: scheduler.get_schedule(Name=stack.resources[logical_id].ref)["State"]
+                for logical_id in ("TemplateOnce", "RecorderFunctionTick")
+            }
+
+        with LocalStack(creating) as first:
+            assert first.moto_url == url
+            assert template_schedule_runs(first) == 0
+            assert states(first) == {"TemplateOnce": "ENABLED", "RecorderFunctionTick": "ENABLED"}
+        # Same moto, same data dir: every resource exists already and is updated in place.
+        with LocalStack(polling) as second:
+            assert states(second) == {"TemplateOnce": "ENABLED", "RecorderFunctionTick": "ENABLED"}
             second.wait_idle(20)
-            assert template_schedule_runs(second) == 1
+            assert template_schedule_runs(second) == 1  # due and not fired yet: it fires after the restart
             assert second.resources["WorkQueue"].ref == first.resources["WorkQueue"].ref
+        with LocalStack(polling) as third:
+            assert states(third) == {"TemplateOnce": "ENABLED", "RecorderFunctionTick": "ENABLED"}
+            third.wait_idle(20)
+            scheduler = third.scheduler
+            assert scheduler is not None
+            polls = scheduler.polls
+            assert eventually(lambda: scheduler.polls >= polls + 3)
+            third.wait_idle(20)
+            assert template_schedule_runs(third) == 1  # fired before the restart: never again
         with pytest.raises(StackError, match="cannot be restarted"):
             first.start()
     finally:
-        server.stop()
+        moto.stop()
+
+
+def test_the_real_template_has_no_start_up_warning_about_visibility_timeouts(real_stack: LocalStack) -> None:
+    assert not [w for w in real_stack.warnings if "VisibilityTimeout" in w]

@@ -464,3 +464,130 @@ def test_sqs_filter_criteria_match_on_the_json_body() -> None:
     assert _matches(pattern, record)
     assert not _matches(pattern, dict(record, body=json.dumps({"kind": "other"})))
     assert not _matches(pattern, dict(record, body="not json"))
+
+
+def test_new_settings_have_flags_and_variables() -> None:
+    environ = {
+        "WXREACH_LOCAL_POLL_WAIT_SECONDS": "3",
+        "WXREACH_LOCAL_INIT_TIMEOUT": "12.5",
+        "WXREACH_LOCAL_ECHO_FUNCTION_OUTPUT": "false",
+    }
+    from_env = Settings.from_args([], environ)
+    assert (from_env.poll_wait_seconds, from_env.init_timeout, from_env.echo_function_output) == (
+        3,
+        12.5,
+        False,
+    )
+    flags = Settings.from_args(
+        ["--poll-wait-seconds", "5", "--init-timeout", "9", "--echo-function-output"], environ
+    )
+    assert (flags.poll_wait_seconds, flags.init_timeout, flags.echo_function_output) == (5, 9.0, True)
+    assert Settings.from_args(["--no-echo-function-output"], {}).echo_function_output is False
+    defaults = Settings.from_args([], {})
+    assert (defaults.poll_wait_seconds, defaults.init_timeout, defaults.echo_function_output) == (
+        1,
+        60.0,
+        True,
+    )
+    with pytest.raises(SystemExit, match="ECHO_FUNCTION_OUTPUT"):
+        Settings.from_env({"WXREACH_LOCAL_ECHO_FUNCTION_OUTPUT": "maybe"})
+
+
+def test_a_failing_schedule_is_retried_then_given_up_without_holding_up_the_others(tmp_path: Path) -> None:
+    import threading
+
+    from local.stack.aws import MotoEndpoint
+    from local.stack.functions import ActivityTracker, FunctionRuntime
+    from local.stack.scheduler import AsyncDispatcher, SchedulerPoller
+
+    dispatcher = AsyncDispatcher(ActivityTracker())
+    poller = SchedulerPoller(
+        endpoint=MotoEndpoint("http://127.0.0.1:1", "us-east-1", "123456789012"),
+        runtime=FunctionRuntime(),
+        dispatcher=dispatcher,
+        state_file=tmp_path / "fired.json",
+        interval=1,
+        stop=threading.Event(),
+        fresh=True,
+    )
+
+    def schedule(name: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "Arn": f"arn:aws:scheduler:us-east-1:123456789012:schedule/default/{name}",
+            "Name": name,
+            "CreationDate": datetime(2020, 1, 1, tzinfo=UTC),
+            "ScheduleExpression": "at(2020-01-01T00:00:00)",
+            "Target": {"Arn": f"arn:aws:sqs:us-east-1:123456789012:{name}"},
+            **extra,
+        }
+
+    schedules = [
+        schedule("broken"),
+        schedule("fine"),
+        schedule("fragile", RetryPolicy={"MaximumRetryAttempts": 0}),
+    ]
+    delivered: list[str] = []
+
+    def deliver(target: dict[str, Any], payload: str, *, source: str) -> bool:
+        if not target["Arn"].endswith(":fine"):
+            raise RuntimeError("queue does not exist")
+        delivered.append(source)
+        return True
+
+    poller._schedules = lambda: schedules  # type: ignore[method-assign]
+    poller.deliverer.deliver = deliver  # type: ignore[method-assign]
+    try:
+        assert poller.poll_once() == 1  # "broken" failed first, "fine" still fired in the same poll
+        assert delivered == ["schedule:default/fine"]
+        state = json.loads((tmp_path / "fired.json").read_text())  # saved despite the failures
+        assert [key.split("/")[-1].split("|")[0] for key in state] == ["fine", "fragile"]
+        assert "gave up after 1 attempt(s)" in next(v for k, v in state.items() if "fragile" in k)
+        assert poller.pending_due()  # "broken" is retried at the next polls
+        assert poller.poll_once() == 0
+        assert poller.pending_due()
+        assert poller.poll_once() == 0  # third attempt: given up, remembered, no longer due
+        assert not poller.pending_due()
+        state = json.loads((tmp_path / "fired.json").read_text())
+        assert "gave up after 3 attempt(s): queue does not exist" in next(
+            v for k, v in state.items() if "broken" in k
+        )
+        assert (poller.failed_count, poller.fired_count, poller.polls) == (2, 1, 3)
+        assert poller.poll_once() == 0 and delivered == ["schedule:default/fine"]  # never twice
+    finally:
+        dispatcher.stop()
+
+
+def test_the_http_front_listens_with_a_deep_backlog_and_no_nagle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import httpx
+
+    from local.stack.api import ApiFront, _RequestHandler
+    from local.stack.functions import FunctionRuntime
+
+    backlogs: list[int] = []
+    real_listen = socket.socket.listen
+
+    def listen(self: socket.socket, backlog: int = 0) -> None:
+        backlogs.append(backlog)
+        real_listen(self, backlog)
+
+    nodelay: list[int] = []
+    real_setup = _RequestHandler.setup
+
+    def setup(self: _RequestHandler) -> None:
+        real_setup(self)
+        nodelay.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    monkeypatch.setattr(_RequestHandler, "setup", setup)
+    front = ApiFront(
+        host="127.0.0.1", port=0, routes=[], runtime=FunctionRuntime(), api_key="k", account_id="123456789012"
+    )
+    front.start()
+    try:
+        assert httpx.get(front.url + "/nowhere", timeout=10).status_code == 404
+    finally:
+        front.stop()
+    assert backlogs == [256]  # not socketserver's 5: a burst of callers is queued, not reset
+    assert nodelay and all(nodelay)
