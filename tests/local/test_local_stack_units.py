@@ -409,7 +409,8 @@ def test_env_vars_file_format(tmp_path: Path) -> None:
         load_env_vars_file(path)
 
 
-def test_scheduler_due_logic_fires_at_once_and_rate_per_period(tmp_path: Path) -> None:
+def _offline_poller(tmp_path: Path) -> tuple[Any, Any]:
+    """A scheduler poller with no moto behind it, for its due/retry logic alone."""
     import threading
 
     from local.stack.aws import MotoEndpoint
@@ -426,6 +427,11 @@ def test_scheduler_due_logic_fires_at_once_and_rate_per_period(tmp_path: Path) -
         stop=threading.Event(),
         fresh=True,
     )
+    return dispatcher, poller
+
+
+def test_scheduler_due_logic_fires_at_once_and_rate_per_period(tmp_path: Path) -> None:
+    dispatcher, poller = _offline_poller(tmp_path)
     created = datetime(2030, 1, 1, tzinfo=UTC)
 
     def schedule(name: str, expression: str) -> dict[str, Any]:
@@ -494,22 +500,7 @@ def test_new_settings_have_flags_and_variables() -> None:
 
 
 def test_a_failing_schedule_is_retried_then_given_up_without_holding_up_the_others(tmp_path: Path) -> None:
-    import threading
-
-    from local.stack.aws import MotoEndpoint
-    from local.stack.functions import ActivityTracker, FunctionRuntime
-    from local.stack.scheduler import AsyncDispatcher, SchedulerPoller
-
-    dispatcher = AsyncDispatcher(ActivityTracker())
-    poller = SchedulerPoller(
-        endpoint=MotoEndpoint("http://127.0.0.1:1", "us-east-1", "123456789012"),
-        runtime=FunctionRuntime(),
-        dispatcher=dispatcher,
-        state_file=tmp_path / "fired.json",
-        interval=1,
-        stop=threading.Event(),
-        fresh=True,
-    )
+    dispatcher, poller = _offline_poller(tmp_path)
 
     def schedule(name: str, **extra: Any) -> dict[str, Any]:
         return {

@@ -29,14 +29,3 @@ def grant_event_sk(event_key: str) -> str:
 
 def subscription_template_sk(template_id: str) -> str:
     return f"SUBTPL#{template_id}"
-
-
-def mass_quota_sk(month: str) -> str:
-    return f"MASS#{month}"
-
-
-def counter_sk(name: str, period: str) -> str:
-    return f"COUNTER#{name}#{period}"
-
-
-TOKEN_LEASE_SK = "TOKEN"  # noqa: S105 - a sort key, not a secret
