@@ -15,13 +15,14 @@ from wxreach import container
 from wxreach.accounts import APPID_PATTERN, Account, AccountRegistration, register_account
 from wxreach.errors import NotFound, WxReachError
 from wxreach.followers import Follower
+from wxreach.identifiers import OPENID_PATTERN
 from wxreach.observability import logger, metrics, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
 
 
 AppId = Annotated[str, Path(pattern=APPID_PATTERN, description="The account's AppID")]
-OpenId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{6,64}$", description="A follower's openid")]
+OpenId = Annotated[str, Path(pattern=OPENID_PATTERN, description="A follower's openid")]
 
 
 class AccountPage(BaseModel):

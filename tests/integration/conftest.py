@@ -57,6 +57,12 @@ def register_account() -> Callable[..., dict[str, Any]]:
     return register
 
 
+@pytest.fixture
+def safe_account(world: AwsWorld, register_account: Callable[..., dict[str, Any]]) -> AwsWorld:
+    register_account()
+    return world
+
+
 @dataclass(frozen=True)
 class AwsCall:
     service: str

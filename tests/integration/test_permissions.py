@@ -69,6 +69,8 @@ def used(calls: list[AwsCall], world: AwsWorld) -> set[Grant]:
                 ((kind, body),) = item.items()
                 action = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}.get(kind, kind)
                 needed.add((f"dynamodb:{action}", tables[body["TableName"]], None))
+        elif c.service == "dynamodb" and c.operation == "BatchGetItem":
+            needed |= {(f"dynamodb:{c.operation}", tables[name], None) for name in c.params["RequestItems"]}
         elif c.service == "dynamodb":
             needed.add((f"dynamodb:{c.operation}", tables[c.params["TableName"]], c.params.get("IndexName")))
         elif c.service == "sqs":

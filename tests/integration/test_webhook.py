@@ -60,12 +60,6 @@ def safe(name: str, *, create_time: int = NOW, **fields: str) -> wechat.Push:
 
 
 @pytest.fixture
-def safe_account(world: AwsWorld, register_account: Any) -> AwsWorld:
-    register_account()
-    return world
-
-
-@pytest.fixture
 def plain_account(world: AwsWorld, register_account: Any) -> AwsWorld:
     register_account(encryption_mode="plaintext")
     return world

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
@@ -26,12 +25,6 @@ from wxreach import container
 from wxreach.callback_events import parse_event
 from wxreach.callback_xml import parse_callback_xml
 from wxreach.dedupe import KEY_PREFIX
-
-
-@pytest.fixture
-def safe_account(world: AwsWorld, register_account: Any) -> AwsWorld:
-    register_account()
-    return world
 
 
 def _break_journeys(monkeypatch: pytest.MonkeyPatch) -> None:

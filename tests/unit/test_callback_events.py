@@ -31,7 +31,7 @@ from wxreach.callback_events import (
     parse_event,
 )
 from wxreach.callback_xml import parse_callback_xml
-from wxreach.errors import MalformedCallback
+from wxreach.errors import InvalidInput, MalformedCallback
 
 OPENID = "oWx1a2b3c4d5e6f7g8h9i0jKlMnO"
 ACCOUNT = "gh_3f1a2b3c4d5e"
@@ -585,8 +585,14 @@ def test_empty_from_user_name_is_invalid() -> None:
     invalid(fields_of("subscribe", FromUserName=""))
 
 
-def test_non_numeric_create_time_is_invalid() -> None:
-    invalid(fields_of("subscribe", CreateTime="yesterday"))
+@pytest.mark.parametrize(
+    "create_time", ["yesterday", "１７１４０３６５０４", "1_714_036_504", " 1714036504", "+1714036504"]
+)
+def test_create_time_that_is_not_ascii_digits_is_refused(create_time: str) -> None:
+    with pytest.raises(InvalidInput) as exc_info:
+        parse_event(fields_of("subscribe", CreateTime=create_time))
+    assert exc_info.value.reason == "bad_create_time"
+    assert exc_info.value.status == 400
 
 
 @pytest.mark.parametrize(
@@ -606,7 +612,8 @@ def test_missing_type_specific_fields_are_invalid(name: str, missing: str) -> No
 
 
 def test_invalid_event_message_does_not_echo_the_openid() -> None:
-    fields = fields_of("subscribe", CreateTime="yesterday")
+    fields = fields_of("template_send_job_finish")
+    del fields["Status"]
     error = invalid(fields)
     assert OPENID not in error.message
-    assert "CreateTime" in error.message
+    assert "Status" in error.message

@@ -499,3 +499,13 @@ def test_api_event_applies_shallow_overrides(tmp_path: Path, monkeypatch: pytest
     assert event["httpMethod"] == "PUT"
     with pytest.raises(KeyError, match="htpMethod"):
         api_event("sample", htpMethod="PUT")
+
+
+@pytest.mark.parametrize(
+    "encoding", ["gbk", "gb2312", "big5", "shift_jis", "utf-7", "utf-32", "no-such-codec"]
+)
+def test_declared_encoding_expat_cannot_read_is_malformed(encoding: str) -> None:
+    with pytest.raises(MalformedCallback) as exc_info:
+        parse_callback_xml(f'<?xml version="1.0" encoding="{encoding}"?><xml><A>1</A></xml>'.encode())
+    assert exc_info.value.reason == "malformed_xml"
+    assert exc_info.value.status == 400

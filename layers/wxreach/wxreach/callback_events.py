@@ -25,7 +25,14 @@ from pydantic import (
     model_validator,
 )
 
-from wxreach.errors import MalformedCallback
+from wxreach.errors import InvalidInput, MalformedCallback
+from wxreach.identifiers import (
+    MAX_EVENT_NAME_LENGTH,
+    MESSAGE_ID_PATTERN,
+    OPENID_PATTERN,
+    TEMPLATE_ID_PATTERN,
+    parse_unix_seconds,
+)
 
 
 class EventKind(StrEnum):
@@ -54,6 +61,15 @@ class MassSendOutcome(StrEnum):
     REVIEW_FAILED = "review_failed"  # "err(N)"
     UNKNOWN = "unknown"
 
+
+# Most <List> items one subscription event may carry (more is refused with 400 too_many_items).
+# A popup offers at most 5 templates per subscribe component (reference §3); a settings change
+# and a delivery report are not documented, so their bounds are generous.
+MAX_POPUP_ITEMS = 5
+MAX_CHANGE_ITEMS = 20
+MAX_SENT_ITEMS = 50
+# WeChat's own bounds: a QR scene_str is 1-64 characters, a menu key at most 128 bytes.
+MAX_EVENT_KEY_LENGTH = 128
 
 USER_MESSAGE_TYPES = frozenset({"text", "image", "voice", "video", "shortvideo", "location", "link"})
 
@@ -104,6 +120,10 @@ def _as_list(value: Any) -> list[Any]:
 OptionalText = Annotated[str | None, BeforeValidator(_blank_to_none)]
 Count = Annotated[int, BeforeValidator(_blank_to_zero)]
 LenientInt = Annotated[int | None, BeforeValidator(_int_or_none)]
+UnixSeconds = Annotated[int, BeforeValidator(parse_unix_seconds)]
+OpenId = Annotated[str, Field(pattern=OPENID_PATTERN)]
+TemplateId = Annotated[str, Field(pattern=TEMPLATE_ID_PATTERN)]
+MessageId = Annotated[str, Field(pattern=MESSAGE_ID_PATTERN)]
 _MSG_ID = AliasChoices("MsgID", "MsgId")
 
 
@@ -118,10 +138,10 @@ class CallbackEvent(_Model):
 
     # Observed empty on MASSSENDJOBFINISH (reference §4.3).
     to_user_name: str = Field(default="", validation_alias="ToUserName")
-    from_user_name: str = Field(validation_alias="FromUserName", min_length=1)
-    create_time: int = Field(validation_alias="CreateTime")
-    msg_type: str = Field(validation_alias="MsgType", min_length=1)
-    event: str = Field(default="", validation_alias="Event")
+    from_user_name: OpenId = Field(validation_alias="FromUserName")
+    create_time: UnixSeconds = Field(validation_alias="CreateTime")
+    msg_type: str = Field(validation_alias="MsgType", min_length=1, max_length=MAX_EVENT_NAME_LENGTH)
+    event: str = Field(default="", validation_alias="Event", max_length=MAX_EVENT_NAME_LENGTH)
     raw: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -147,7 +167,7 @@ class CallbackEvent(_Model):
 class SubscribeEvent(CallbackEvent):
     KIND: ClassVar[EventKind] = EventKind.SUBSCRIBE
 
-    event_key: str = Field(default="", validation_alias="EventKey")
+    event_key: str = Field(default="", validation_alias="EventKey", max_length=MAX_EVENT_KEY_LENGTH)
     ticket: OptionalText = Field(default=None, validation_alias="Ticket")
 
     @property
@@ -166,7 +186,7 @@ class ScanEvent(CallbackEvent):
 
     KIND: ClassVar[EventKind] = EventKind.SCAN
 
-    event_key: str = Field(default="", validation_alias="EventKey")
+    event_key: str = Field(default="", validation_alias="EventKey", max_length=MAX_EVENT_KEY_LENGTH)
     ticket: OptionalText = Field(default=None, validation_alias="Ticket")
 
     @property
@@ -175,7 +195,7 @@ class ScanEvent(CallbackEvent):
 
 
 class _SubscribeItem(_Model):
-    template_id: str = Field(validation_alias="TemplateId", min_length=1)
+    template_id: TemplateId = Field(validation_alias="TemplateId")
 
 
 class PopupSubscription(_SubscribeItem):
@@ -196,7 +216,7 @@ class SubscriptionChange(_SubscribeItem):
 
 
 class SubscribeMsgDelivery(_SubscribeItem):
-    msg_id: str = Field(validation_alias=_MSG_ID)
+    msg_id: MessageId = Field(validation_alias=_MSG_ID)
     error_code: int = Field(validation_alias="ErrorCode")
     error_status: str = Field(default="", validation_alias="ErrorStatus")
 
@@ -229,25 +249,25 @@ class SubscribeMsgPopupEvent(_SubscribeMsgEvent):
     KIND: ClassVar[EventKind] = EventKind.SUBSCRIBE_MSG_POPUP
     CONTAINER: ClassVar[str] = "SubscribeMsgPopupEvent"
 
-    items: list[PopupSubscription]
+    items: list[PopupSubscription] = Field(max_length=MAX_POPUP_ITEMS)
 
 
 class SubscribeMsgChangeEvent(_SubscribeMsgEvent):
     KIND: ClassVar[EventKind] = EventKind.SUBSCRIBE_MSG_CHANGE
     CONTAINER: ClassVar[str] = "SubscribeMsgChangeEvent"
 
-    items: list[SubscriptionChange]
+    items: list[SubscriptionChange] = Field(max_length=MAX_CHANGE_ITEMS)
 
 
 class SubscribeMsgSentEvent(_SubscribeMsgEvent):
     KIND: ClassVar[EventKind] = EventKind.SUBSCRIBE_MSG_SENT
     CONTAINER: ClassVar[str] = "SubscribeMsgSentEvent"
 
-    items: list[SubscribeMsgDelivery]
+    items: list[SubscribeMsgDelivery] = Field(max_length=MAX_SENT_ITEMS)
 
 
 class _JobFinishEvent(CallbackEvent):
-    msg_id: str = Field(validation_alias=_MSG_ID, min_length=1)
+    msg_id: MessageId = Field(validation_alias=_MSG_ID)
     status: str = Field(validation_alias="Status")
 
     @property
@@ -329,7 +349,7 @@ class PublishJobFinishEvent(CallbackEvent):
 
     KIND: ClassVar[EventKind] = EventKind.PUBLISH_JOB_FINISH
 
-    publish_id: str = Field(min_length=1)
+    publish_id: MessageId
     publish_status: int  # 0 ok, 1 publishing, 2 originality, 3 regular fail, 4 review, 5/6 deleted/banned
     article_id: OptionalText = None
     article_urls: list[ArticleUrl] = Field(default_factory=list)
@@ -369,7 +389,7 @@ class UserMessage(CallbackEvent):
 
     KIND: ClassVar[EventKind] = EventKind.USER_MESSAGE
 
-    msg_id: str = Field(validation_alias=_MSG_ID, min_length=1)
+    msg_id: MessageId = Field(validation_alias=_MSG_ID)
     content: str | None = Field(default=None, validation_alias="Content")
 
     @property
@@ -426,18 +446,45 @@ def _detached(value: Any) -> Any:
     return value if kind is str else copy.deepcopy(value)
 
 
+# Fields whose malformed value is refused (400) rather than kept as an unparsed callback: they
+# become parts of keys or decide ordering, and WeChat never sends them in another shape.
+_REFUSED_FIELDS = {
+    "FromUserName": "invalid_openid",
+    "CreateTime": "bad_create_time",
+    "MsgType": "invalid_event_name",
+    "Event": "invalid_event_name",
+    "EventKey": "invalid_event_key",
+    "TemplateId": "invalid_template_id",
+    "MsgID": "invalid_msg_id",
+    "MsgId": "invalid_msg_id",
+    "publish_id": "invalid_msg_id",
+    "items": "too_many_items",
+}
+
+
 def parse_event(fields: Mapping[str, Any]) -> CallbackEvent:
-    """Classify and validate a parsed callback; MalformedCallback(reason="invalid_event") if unusable."""
+    """Classify and validate a parsed callback.
+
+    A present but malformed identifier raises InvalidInput (400, reason per field); anything else
+    unusable raises MalformedCallback(reason="invalid_event").
+    """
     model = _model_for(fields)
     # raw must not change when the caller later mutates its fields.
     raw = {key: item if type(item) is str else _detached(item) for key, item in fields.items()}
     try:
         return model.model_validate({**fields, "raw": raw})
     except ValidationError as exc:
+        errors = exc.errors()
         # Locations and error types only: input values may hold openids.
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['type']}" for error in exc.errors()
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['type']}" for error in errors
         )
+        for error in errors:
+            names = [part for part in error["loc"] if isinstance(part, str)]
+            reason = _REFUSED_FIELDS.get(names[-1]) if names else None
+            # Absent or empty stays "invalid_event" (kept unparsed); present but malformed is refused.
+            if reason is not None and error["type"] != "missing" and error.get("input") != "":
+                raise InvalidInput(f"{model.__name__} callback refused ({problems})", reason=reason) from exc
         raise MalformedCallback(
             f"{model.__name__} callback is invalid ({problems})", reason="invalid_event"
         ) from exc

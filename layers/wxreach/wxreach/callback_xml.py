@@ -2,7 +2,7 @@
 
 Refusal reasons (all `MalformedCallback`, HTTP 400): `oversize`, `forbidden_xml` (DTD, entity
 declarations, external references) and `malformed_xml` (empty, not XML, root other than <xml>,
-nesting deeper than any WeChat payload).
+nesting deeper than any WeChat payload, an XML declaration naming an encoding expat cannot read).
 
 A document without a DTD is parsed by the standard library's C parser (expat): with no DTD there
 is nothing defusedxml guards against, and it is several times faster. Anything else goes through
@@ -49,6 +49,12 @@ def parse_callback_xml(body: bytes | str, *, max_bytes: int = MAX_CALLBACK_BYTES
     except ParseError as exc:
         raise MalformedCallback(
             f"callback body is not well-formed XML: {exc}", reason="malformed_xml"
+        ) from exc
+    except (ValueError, LookupError) as exc:
+        # expat refuses multi-byte declared encodings (gbk, big5, utf-7...) with ValueError and
+        # unknown codec names with LookupError; WeChat only ever sends UTF-8.
+        raise MalformedCallback(
+            f"callback XML declares an unsupported encoding: {exc}", reason="malformed_xml"
         ) from exc
     if root.tag != "xml":
         raise MalformedCallback("callback root element is not <xml>", reason="malformed_xml")

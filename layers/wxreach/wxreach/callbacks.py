@@ -25,7 +25,6 @@ from wxreach.accounts import (
 from wxreach.callback_events import (
     CallbackEvent,
     EventKind,
-    PopupSubscription,
     SubscribeDecision,
     SubscribeEvent,
     SubscribeMsgChangeEvent,
@@ -37,11 +36,13 @@ from wxreach.crypto import CallbackCipher, verify_msg_signature, verify_plain_si
 from wxreach.dedupe import CallbackDeduper
 from wxreach.errors import CallbackRejected, InvalidInput, MalformedCallback, NotFound
 from wxreach.followers import FollowerStore, SubscriptionKind, SubscriptionStatus, WriteOutcome
+from wxreach.identifiers import OPENID_PATTERN, parse_unix_seconds
 from wxreach.journey import JourneyDetailType, JourneyEvent, JourneyPublisher
 from wxreach.observability import logger, mask_openid
 from wxreach.status_queue import DeliveryEventQueue
 
 _APPID = re.compile(APPID_PATTERN)
+_OPENID = re.compile(OPENID_PATTERN)
 # How far ahead of our clock a CreateTime may be (WeChat's clock and ours differ a little).
 MAX_CLOCK_SKEW_SECONDS = 300
 UNPARSED_KIND = "unparsed"
@@ -119,6 +120,9 @@ class CallbackService:
     # -- message and event push -------------------------------------------------------------
     def receive(self, appid: str, query: Mapping[str, str], body: bytes) -> bool:
         """Processes one push; False when it was a redelivery (already processed)."""
+        url_openid = query.get("openid") or None
+        if url_openid is not None and not _OPENID.fullmatch(url_openid):
+            raise InvalidInput("openid in the URL is not an openid", reason="invalid_openid")
         account, secrets = self._load(appid)
         fields = self._authenticate(account, secrets, query, body)
         try:
@@ -128,10 +132,7 @@ class CallbackService:
             # acknowledge, or WeChat retries it three times and then alarms the admins.
             return self._keep_unparsed(account, fields, exc)
         self._check_create_time(event)
-        if account.encryption_mode is EncryptionMode.PLAINTEXT and query.get("openid") not in (
-            None,
-            event.openid,
-        ):
+        if account.encryption_mode is EncryptionMode.PLAINTEXT and url_openid not in (None, event.openid):
             raise CallbackRejected("openid in the URL does not match the push", reason="openid_mismatch")
         return self._deduper.once(f"{appid}:{event.dedupe_key}", lambda: self._apply(account, event))
 
@@ -175,7 +176,7 @@ class CallbackService:
 
     def _check_fresh(self, timestamp: str) -> None:
         try:
-            sent_at = int(timestamp)
+            sent_at = parse_unix_seconds(timestamp)
         except ValueError as exc:
             raise InvalidInput("timestamp must be unix seconds", reason="bad_timestamp") from exc
         if self._replay_window and abs(self._clock() - sent_at) > self._replay_window:
@@ -249,8 +250,7 @@ class CallbackService:
             if self._followers.set_following(appid, openid, following=False, at=at):
                 journey(JourneyDetailType.UNFOLLOWED)
         elif isinstance(event, SubscribeMsgPopupEvent):
-            for choice in event.items:
-                self._apply_popup_choice(appid, openid, choice, at, event.dedupe_key, journey)
+            self._apply_popup(appid, openid, event, at, journey)
         elif isinstance(event, SubscribeMsgChangeEvent):
             for change in event.items:
                 if change.decision is not SubscribeDecision.REJECT:
@@ -284,39 +284,49 @@ class CallbackService:
         logger.info("callback processed", kind=str(kind), openid=mask_openid(openid), journeys=len(journeys))
         return {"kind": str(kind), "journeys": len(journeys)}
 
-    def _apply_popup_choice(
+    def _apply_popup(
         self,
         appid: str,
         openid: str,
-        choice: PopupSubscription,
+        event: SubscribeMsgPopupEvent,
         at: datetime,
-        dedupe_key: str,
         journey: Callable[..., None],
     ) -> None:
-        template_id, scene = choice.template_id, choice.popup_scene
-        if choice.decision is SubscribeDecision.ACCEPT:
-            kind = self._followers.template_kind(appid, template_id)
-            if kind is SubscriptionKind.LONG_TERM:
+        """One read of the template kinds and one transaction for every one-time grant, then one
+        status write per decision: bounded work for a popup of up to MAX_POPUP_ITEMS templates."""
+        accepted = [c.template_id for c in event.items if c.decision is SubscribeDecision.ACCEPT]
+        kinds = self._followers.template_kinds(appid, accepted) if accepted else {}
+        one_time = {
+            template_id: f"{event.dedupe_key}:{template_id}"
+            for template_id in accepted
+            if kinds[template_id] is not SubscriptionKind.LONG_TERM
+        }
+        grants = self._followers.grant_one_time(appid, openid, one_time, at=at) if one_time else {}
+        for choice in event.items:
+            template_id, scene = choice.template_id, choice.popup_scene
+            if choice.decision is SubscribeDecision.ACCEPT:
+                kind = kinds[template_id]
+                if kind is SubscriptionKind.LONG_TERM:
+                    outcome = self._followers.set_status(
+                        appid, openid, template_id, status=SubscriptionStatus.ACCEPTED, at=at, long_term=True
+                    )
+                else:
+                    outcome = grants[template_id]
+                # A replay publishes again (consumers dedupe on event_id); a stale accept does not.
+                if outcome is not WriteOutcome.STALE:
+                    journey(
+                        JourneyDetailType.SUBSCRIPTION_ACCEPTED,
+                        template_id=template_id,
+                        subscription_kind=str(kind),
+                        popup_scene=scene,
+                    )
+            elif choice.decision is SubscribeDecision.REJECT:
                 outcome = self._followers.set_status(
-                    appid, openid, template_id, status=SubscriptionStatus.ACCEPTED, at=at, long_term=True
+                    appid, openid, template_id, status=SubscriptionStatus.REJECTED, at=at
                 )
+                if outcome is not WriteOutcome.STALE:
+                    journey(
+                        JourneyDetailType.SUBSCRIPTION_REJECTED, template_id=template_id, popup_scene=scene
+                    )
             else:
-                outcome = self._followers.grant_one_time(
-                    appid, openid, template_id, at=at, event_key=f"{dedupe_key}:{template_id}"
-                )
-            # A replay publishes again (consumers dedupe on event_id); a stale accept does not.
-            if outcome is not WriteOutcome.STALE:
-                journey(
-                    JourneyDetailType.SUBSCRIPTION_ACCEPTED,
-                    template_id=template_id,
-                    subscription_kind=str(kind),
-                    popup_scene=scene,
-                )
-        elif choice.decision is SubscribeDecision.REJECT:
-            outcome = self._followers.set_status(
-                appid, openid, template_id, status=SubscriptionStatus.REJECTED, at=at
-            )
-            if outcome is not WriteOutcome.STALE:
-                journey(JourneyDetailType.SUBSCRIPTION_REJECTED, template_id=template_id, popup_scene=scene)
-        else:
-            logger.warning("unknown popup status ignored", status=choice.status)
+                logger.warning("unknown popup status ignored", status=choice.status)

@@ -9,6 +9,7 @@ that slipped past dedupe) can grant it twice.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -18,9 +19,11 @@ from pydantic import BaseModel
 
 from wxreach import keys
 from wxreach.aws import client
+from wxreach.errors import WxReachError
 
 # Grant markers only need to outlive WeChat's retries and our dedupe window, with margin.
 GRANT_EVENT_RETENTION_SECONDS = 7 * 24 * 3600
+_BATCH_GET_ATTEMPTS = 5
 # Every profile write keeps the listing index (followers of an account) in step.
 _IDENTITY_SETS = ("gsi1pk = :gpk", "gsi1sk = :gsk", "appid = :appid", "openid = :openid")
 
@@ -142,24 +145,36 @@ class FollowerStore:
         )
 
     def grant_one_time(
-        self, appid: str, openid: str, template_id: str, *, at: datetime, event_key: str
-    ) -> WriteOutcome:
-        """+1 one-time credit, exactly once per accepting event, and never after a later revoke."""
+        self, appid: str, openid: str, grants: Mapping[str, str], *, at: datetime
+    ) -> dict[str, WriteOutcome]:
+        """+1 one-time credit per template (`grants`: template id → accepting event's key),
+        exactly once per accepting event and never after a later revoke.
+
+        One transaction holds every grant, so a popup costs the same number of calls whatever
+        its size; an item whose condition fails (replayed, or revoked since) is taken out and the
+        rest retried, at most once per item.
+        """
         pk = keys.follower_pk(appid, openid)
-        try:
-            client("dynamodb").transact_write_items(
-                TransactItems=[
+        expires_at = {"N": str(int(time.time()) + GRANT_EVENT_RETENTION_SECONDS)}
+        outcomes: dict[str, WriteOutcome] = {}
+        pending = list(grants.items())
+        while pending:
+            items: list[dict[str, Any]] = []
+            for template_id, event_key in pending:
+                items.append(
                     {
                         "Put": {
                             "TableName": self._table,
                             "Item": {
                                 "pk": {"S": pk},
                                 "sk": {"S": keys.grant_event_sk(event_key)},
-                                "expires_at": {"N": str(int(time.time()) + GRANT_EVENT_RETENTION_SECONDS)},
+                                "expires_at": expires_at,
                             },
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
-                    },
+                    }
+                )
+                items.append(
                     {
                         "Update": {
                             "TableName": self._table,
@@ -172,23 +187,32 @@ class FollowerStore:
                                 ":t": _ts(at),
                             },
                         }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                outcome = WriteOutcome.REPLAYED
-            elif len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-                return WriteOutcome.STALE
-            else:
-                raise
-        else:
-            outcome = WriteOutcome.APPLIED
-        self.set_status(appid, openid, template_id, status=SubscriptionStatus.ACCEPTED, at=at)
-        return outcome
+                    }
+                )
+            try:
+                client("dynamodb").transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                failed: dict[str, WriteOutcome] = {}
+                for index, (template_id, _) in enumerate(pending):
+                    marker, grant = reasons[2 * index : 2 * index + 2] or (None, None)
+                    if marker == "ConditionalCheckFailed":
+                        failed[template_id] = WriteOutcome.REPLAYED
+                    elif grant == "ConditionalCheckFailed":
+                        failed[template_id] = WriteOutcome.STALE
+                if not failed:
+                    raise
+                outcomes.update(failed)
+                pending = [(tid, key) for tid, key in pending if tid not in failed]
+                continue
+            outcomes.update(dict.fromkeys((tid for tid, _ in pending), WriteOutcome.APPLIED))
+            break
+        for template_id, outcome in outcomes.items():
+            if outcome is not WriteOutcome.STALE:
+                self.set_status(appid, openid, template_id, status=SubscriptionStatus.ACCEPTED, at=at)
+        return outcomes
 
     def set_status(
         self,
@@ -233,21 +257,38 @@ class FollowerStore:
             ":openid": {"S": openid},
         }
 
-    def template_kind(self, appid: str, template_id: str) -> SubscriptionKind:
-        """Kind of a subscription template as last synced from WeChat (unknown until synced)."""
-        resp = client("dynamodb").get_item(
-            TableName=self._table,
-            Key={
-                "pk": {"S": keys.account_pk(appid)},
-                "sk": {"S": keys.subscription_template_sk(template_id)},
-            },
-            ProjectionExpression="kind",
-        )
-        kind = resp.get("Item", {}).get("kind", {}).get("S")
-        try:
-            return SubscriptionKind(kind) if kind else SubscriptionKind.UNKNOWN
-        except ValueError:
-            return SubscriptionKind.UNKNOWN
+    def template_kinds(self, appid: str, template_ids: Iterable[str]) -> dict[str, SubscriptionKind]:
+        """Kind of each subscription template as last synced from WeChat (unknown until synced);
+        one BatchGetItem for up to 100 templates."""
+        wanted = list(dict.fromkeys(template_ids))
+        kinds = dict.fromkeys(wanted, SubscriptionKind.UNKNOWN)
+        account_pk = keys.account_pk(appid)
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [
+                        {"pk": {"S": account_pk}, "sk": {"S": keys.subscription_template_sk(tid)}}
+                        for tid in wanted[start : start + 100]
+                    ],
+                    "ProjectionExpression": "sk, kind",
+                }
+            }
+            for attempt in range(_BATCH_GET_ATTEMPTS):
+                if attempt:
+                    time.sleep(0.05 * 2**attempt)
+                resp = client("dynamodb").batch_get_item(RequestItems=request)
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    template_id = item["sk"]["S"].removeprefix(keys.subscription_template_sk(""))
+                    try:
+                        kinds[template_id] = SubscriptionKind(item.get("kind", {}).get("S", ""))
+                    except ValueError:
+                        kinds[template_id] = SubscriptionKind.UNKNOWN
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise WxReachError("DynamoDB left keys unprocessed", reason="store_busy", status=503)
+        return kinds
 
     def get(self, appid: str, openid: str) -> Follower | None:
         resp = client("dynamodb").query(
