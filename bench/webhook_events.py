@@ -74,9 +74,9 @@ def load_pushes(events_dir: Path = EVENTS_DIR) -> list[Push]:
 # -- the two pipelines ---------------------------------------------------------------------------
 def wxreach_pipeline(push: Push) -> Callable[[], Any]:
     """What CallbackService._authenticate does for an aes push, minus account lookup and freshness."""
-    from wxreach.callback_events import parse_event
-    from wxreach.callback_xml import parse_callback_xml
-    from wxreach.crypto import CallbackCipher, verify_msg_signature
+    from wxreach.wechat.callback_events import parse_event
+    from wxreach.wechat.callback_xml import parse_callback_xml
+    from wxreach.wechat.crypto import CallbackCipher, verify_msg_signature
 
     cipher = CallbackCipher(APPID, ENCODING_AES_KEY)  # built once: the service caches it per key
     body, signature = push.body, push.msg_signature
@@ -93,9 +93,9 @@ def wxreach_pipeline(push: Push) -> Callable[[], Any]:
 
 def wxreach_stages(push: Push) -> dict[str, Callable[[], Any]]:
     """Each step of wxreach_pipeline alone, on the same inputs, to see where the time goes."""
-    from wxreach.callback_events import parse_event
-    from wxreach.callback_xml import parse_callback_xml
-    from wxreach.crypto import CallbackCipher, verify_msg_signature
+    from wxreach.wechat.callback_events import parse_event
+    from wxreach.wechat.callback_xml import parse_callback_xml
+    from wxreach.wechat.crypto import CallbackCipher, verify_msg_signature
 
     cipher = CallbackCipher(APPID, ENCODING_AES_KEY)
     body, encrypt, signature = push.body, push.encrypt, push.msg_signature
@@ -136,7 +136,7 @@ def check(push: Push) -> Check:
     A library that cannot be imported (bench extra not installed, module mid-edit) fails its side."""
     result = Check()
     try:
-        from wxreach.crypto import CallbackCipher
+        from wxreach.wechat.crypto import CallbackCipher
 
         opened = CallbackCipher(APPID, ENCODING_AES_KEY).decrypt(push.encrypt).xml
         if opened != push.plaintext:

@@ -12,11 +12,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from wxreach import container
-from wxreach.accounts import APPID_PATTERN, Account, AccountRegistration, register_account
 from wxreach.errors import NotFound, WxReachError
-from wxreach.followers import Follower
-from wxreach.identifiers import OPENID_PATTERN
 from wxreach.observability import logger, metrics, tracer
+from wxreach.reach.accounts import APPID_PATTERN, Account, AccountRegistration
+from wxreach.reach.followers import Follower
+from wxreach.wechat.identifiers import OPENID_PATTERN
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -32,7 +32,7 @@ class AccountPage(BaseModel):
 
 @app.post("/accounts", summary="Register an Official Account", responses={201: {"description": "Created"}})
 def create_account(registration: AccountRegistration) -> Response[Account]:
-    account = register_account(registration, container.accounts(), container.secrets())
+    account = container.register_account(registration)
     logger.info("account registered", appid=account.appid)
     return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=account)
 

@@ -15,10 +15,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, ValidationError
 
-import wxreach.callbacks  # noqa: F401 - every invocation needs the callback stack: load it during init
 from wxreach import container
 from wxreach.errors import InvalidInput, WxReachError
 from wxreach.observability import logger, metrics, tracer
+
+# Every invocation needs the callback stack: load it during init.
+container.load_callback_stack()
 
 
 class WebhookRequest(BaseModel):

@@ -107,7 +107,7 @@ def test_malformed_json_body_is_4xx(world: AwsWorld) -> None:
 
 def test_a_registration_in_flight_blocks_another_until_it_goes_stale(world: AwsWorld) -> None:
     from wxreach import container
-    from wxreach.accounts import Account
+    from wxreach.reach.accounts import Account
 
     container.accounts().reserve(Account(appid=wechat.APPID, original_id=wechat.ORIGINAL_ID))
     resp = call(operator_api_handler, api_event("create_account"))

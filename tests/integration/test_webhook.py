@@ -13,7 +13,7 @@ from tests.integration.conftest import call, json_body
 from tests.support import wechat
 from tests.support.aws import AwsWorld
 from tests.support.fixtures import api_event, callback_xml
-from wxreach import keys
+from wxreach.aws import keys
 
 NOW = int(time.time())
 # Template ids as they appear in events/wechat/subscribe_msg_*.xml.

@@ -25,7 +25,7 @@ from tests.integration.test_webhook_refusals import WRITES
 from tests.support import wechat
 from tests.support.aws import AwsWorld
 from tests.support.fixtures import WECHAT_EVENTS_DIR, api_event
-from wxreach.crypto import CallbackCipher, msg_signature, plain_signature
+from wxreach.wechat.crypto import CallbackCipher, msg_signature, plain_signature
 
 PLAIN_APPID = "wxfedcba9876543210"
 FIXTURES = {path.stem: path.read_text(encoding="utf-8") for path in sorted(WECHAT_EVENTS_DIR.glob("*.xml"))}

@@ -22,9 +22,9 @@ from tests.support import wechat
 from tests.support.aws import AwsWorld
 from tests.support.fixtures import callback_xml
 from wxreach import container
-from wxreach.callback_events import parse_event
-from wxreach.callback_xml import parse_callback_xml
-from wxreach.dedupe import KEY_PREFIX
+from wxreach.aws.dedupe import KEY_PREFIX
+from wxreach.wechat.callback_events import parse_event
+from wxreach.wechat.callback_xml import parse_callback_xml
 
 
 def _break_journeys(monkeypatch: pytest.MonkeyPatch) -> None:

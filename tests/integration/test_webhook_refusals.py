@@ -15,7 +15,7 @@ from tests.support import wechat
 from tests.support.aws import AwsWorld
 from tests.support.fixtures import api_event, callback_xml
 from wxreach import container
-from wxreach.followers import WriteOutcome
+from wxreach.reach.followers import WriteOutcome
 
 # Every AWS operation that changes state, across the services the webhook talks to.
 WRITES = frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from wxreach.crypto import CallbackCipher, msg_signature, plain_signature
+from wxreach.wechat.crypto import CallbackCipher, msg_signature, plain_signature
 
 APPID = "wx1234567890abcdef"
 ORIGINAL_ID = "gh_3f1a2b3c4d5e"

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.support.fixtures import WECHAT_EVENTS_DIR, callback_xml
-from wxreach.callback_events import (
+from wxreach.errors import InvalidInput, MalformedCallback
+from wxreach.wechat.callback_events import (
     ArticleUrl,
     CallbackEvent,
     EventKind,
@@ -30,8 +31,7 @@ from wxreach.callback_events import (
     UserMessage,
     parse_event,
 )
-from wxreach.callback_xml import parse_callback_xml
-from wxreach.errors import InvalidInput, MalformedCallback
+from wxreach.wechat.callback_xml import parse_callback_xml
 
 OPENID = "oWx1a2b3c4d5e6f7g8h9i0jKlMnO"
 ACCOUNT = "gh_3f1a2b3c4d5e"

@@ -13,9 +13,9 @@ from defusedxml import DefusedXmlException
 
 from tests.support import fixtures
 from tests.support.fixtures import WECHAT_EVENTS_DIR, api_event, callback_xml
-from wxreach import callback_xml as callback_xml_module
-from wxreach.callback_xml import MAX_CALLBACK_BYTES, parse_callback_xml
 from wxreach.errors import MalformedCallback
+from wxreach.wechat import callback_xml as callback_xml_module
+from wxreach.wechat.callback_xml import MAX_CALLBACK_BYTES, parse_callback_xml
 
 OPENID = "oWx1a2b3c4d5e6f7g8h9i0jKlMnO"
 FIXTURE_NAMES = sorted(path.stem for path in WECHAT_EVENTS_DIR.glob("*.xml"))

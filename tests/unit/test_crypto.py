@@ -6,8 +6,9 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from wxreach.callback_xml import parse_callback_xml
-from wxreach.crypto import (
+from wxreach.errors import CallbackRejected
+from wxreach.wechat.callback_xml import parse_callback_xml
+from wxreach.wechat.crypto import (
     CallbackCipher,
     DecryptedMessage,
     msg_signature,
@@ -15,7 +16,6 @@ from wxreach.crypto import (
     verify_msg_signature,
     verify_plain_signature,
 )
-from wxreach.errors import CallbackRejected
 
 APPID = "wx5f1c3a2b4d6e8f90"
 CURRENT_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"

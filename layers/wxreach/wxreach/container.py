@@ -8,14 +8,15 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from wxreach.accounts import AccountRepository, SecretStore
-from wxreach.aws import reset_clients
+from wxreach.aws.account_store import AccountRepository, SecretStore
+from wxreach.aws.clients import reset_clients
+from wxreach.aws.follower_store import FollowerStore
 from wxreach.errors import WxReachError
-from wxreach.followers import FollowerStore
+from wxreach.reach.accounts import Account, AccountRegistration
 from wxreach.settings import get_settings
 
 if TYPE_CHECKING:
-    from wxreach.callbacks import CallbackService
+    from wxreach.reach.callbacks import CallbackService
 
 
 @functools.cache
@@ -35,14 +36,23 @@ def followers() -> FollowerStore:
     return FollowerStore(get_settings().quota_table)
 
 
+def load_callback_stack() -> None:
+    """Imports (creates nothing) what callback_service() needs: the webhook calls this during
+    init, so its first callback does not pay for crypto, XML, the event models and the adapters."""
+    import wxreach.aws.dedupe
+    import wxreach.aws.journey_bus
+    import wxreach.aws.status_queue
+    import wxreach.reach.callbacks  # noqa: F401
+
+
 @functools.cache
 def callback_service() -> CallbackService:
     # Imported here so functions that never receive callbacks (operator API) do not load
     # crypto, XML parsing and the event models at cold start.
-    from wxreach.callbacks import CallbackService
-    from wxreach.dedupe import CallbackDeduper
-    from wxreach.journey import EventBridgeJourneyPublisher
-    from wxreach.status_queue import SqsDeliveryEventQueue
+    from wxreach.aws.dedupe import CallbackDeduper
+    from wxreach.aws.journey_bus import EventBridgeJourneyPublisher
+    from wxreach.aws.status_queue import SqsDeliveryEventQueue
+    from wxreach.reach.callbacks import CallbackService
 
     settings = get_settings()
     if not settings.status_queue_url or not settings.journey_bus:
@@ -59,6 +69,12 @@ def callback_service() -> CallbackService:
         replay_window_seconds=settings.replay_window_seconds,
         max_callback_bytes=settings.max_callback_bytes,
     )
+
+
+def register_account(registration: AccountRegistration) -> Account:
+    from wxreach.reach.accounts import register_account as register
+
+    return register(registration, accounts(), secrets())
 
 
 def reset() -> None:

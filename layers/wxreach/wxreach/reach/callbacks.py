@@ -14,15 +14,20 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from wxreach.accounts import (
-    APPID_PATTERN,
-    Account,
-    AccountRepository,
-    AccountSecrets,
-    EncryptionMode,
-    SecretStore,
+from wxreach.errors import CallbackRejected, InvalidInput, MalformedCallback, NotFound
+from wxreach.observability import logger, mask_openid
+from wxreach.reach.accounts import APPID_PATTERN, Account, AccountSecrets, EncryptionMode
+from wxreach.reach.followers import SubscriptionKind, SubscriptionStatus, WriteOutcome
+from wxreach.reach.journey import JourneyDetailType, JourneyEvent
+from wxreach.reach.ports import (
+    AccountDirectory,
+    CallbackOnce,
+    DeliveryEventQueue,
+    FollowerRegistry,
+    JourneyPublisher,
+    SecretVault,
 )
-from wxreach.callback_events import (
+from wxreach.wechat.callback_events import (
     CallbackEvent,
     EventKind,
     SubscribeDecision,
@@ -31,15 +36,9 @@ from wxreach.callback_events import (
     SubscribeMsgPopupEvent,
     parse_event,
 )
-from wxreach.callback_xml import parse_callback_xml
-from wxreach.crypto import CallbackCipher, verify_msg_signature, verify_plain_signature
-from wxreach.dedupe import CallbackDeduper
-from wxreach.errors import CallbackRejected, InvalidInput, MalformedCallback, NotFound
-from wxreach.followers import FollowerStore, SubscriptionKind, SubscriptionStatus, WriteOutcome
-from wxreach.identifiers import OPENID_PATTERN, parse_unix_seconds
-from wxreach.journey import JourneyDetailType, JourneyEvent, JourneyPublisher
-from wxreach.observability import logger, mask_openid
-from wxreach.status_queue import DeliveryEventQueue
+from wxreach.wechat.callback_xml import parse_callback_xml
+from wxreach.wechat.crypto import CallbackCipher, verify_msg_signature, verify_plain_signature
+from wxreach.wechat.identifiers import OPENID_PATTERN, parse_unix_seconds
 
 _APPID = re.compile(APPID_PATTERN)
 _OPENID = re.compile(OPENID_PATTERN)
@@ -84,10 +83,10 @@ class CallbackService:
     def __init__(
         self,
         *,
-        accounts: AccountRepository,
-        secrets: SecretStore,
-        followers: FollowerStore,
-        deduper: CallbackDeduper,
+        accounts: AccountDirectory,
+        secrets: SecretVault,
+        followers: FollowerRegistry,
+        deduper: CallbackOnce,
         deliveries: DeliveryEventQueue,
         journeys: JourneyPublisher,
         replay_window_seconds: int = 300,

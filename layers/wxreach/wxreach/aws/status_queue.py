@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
-from wxreach.aws import client
-
-
-class DeliveryEventQueue(Protocol):
-    def enqueue(self, message: dict[str, Any]) -> None: ...
+from wxreach.aws.clients import client
 
 
 class SqsDeliveryEventQueue:

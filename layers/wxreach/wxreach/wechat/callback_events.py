@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from wxreach.errors import InvalidInput, MalformedCallback
-from wxreach.identifiers import (
+from wxreach.wechat.identifiers import (
     MAX_EVENT_NAME_LENGTH,
     MESSAGE_ID_PATTERN,
     OPENID_PATTERN,

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-from wxreach.aws import client
+from wxreach.aws.clients import client
 from wxreach.errors import WxReachError
 
 KEY_PREFIX = "wxreach-callback"

@@ -11,60 +11,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
 
-from wxreach import keys
-from wxreach.aws import client
+from wxreach.aws import keys
+from wxreach.aws.clients import client
 from wxreach.errors import WxReachError
+from wxreach.reach.followers import (
+    Follower,
+    SubscriptionGrant,
+    SubscriptionKind,
+    SubscriptionStatus,
+    WriteOutcome,
+)
 
 # Grant markers only need to outlive WeChat's retries and our dedupe window, with margin.
 GRANT_EVENT_RETENTION_SECONDS = 7 * 24 * 3600
 _BATCH_GET_ATTEMPTS = 5
 # Every profile write keeps the listing index (followers of an account) in step.
 _IDENTITY_SETS = ("gsi1pk = :gpk", "gsi1sk = :gsk", "appid = :appid", "openid = :openid")
-
-
-class WriteOutcome(StrEnum):
-    APPLIED = "applied"
-    REPLAYED = "replayed"  # this very event was applied before
-    STALE = "stale"  # a newer decision is recorded; nothing changed
-
-
-class SubscriptionKind(StrEnum):
-    ONE_TIME = "one_time"
-    LONG_TERM = "long_term"
-    UNKNOWN = "unknown"
-
-
-class SubscriptionStatus(StrEnum):
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    REVOKED = "revoked"
-
-
-class SubscriptionGrant(BaseModel):
-    template_id: str
-    status: SubscriptionStatus | str
-    one_time_credits: int = 0
-    long_term: bool = False
-    updated_at: datetime | None = None
-
-
-class Follower(BaseModel):
-    appid: str
-    openid: str
-    # None: no follow/unfollow seen yet (the user followed before wxreach was connected).
-    following: bool | None = None
-    followed_at: datetime | None = None
-    unfollowed_at: datetime | None = None
-    scene: str | None = None
-    last_interaction_at: datetime | None = None
-    last_message_at: datetime | None = None
-    subscriptions: list[SubscriptionGrant] = []
 
 
 def _ts(dt: datetime) -> dict[str, str]:

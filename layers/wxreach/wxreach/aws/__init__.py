@@ -1,0 +1,1 @@
+"""AWS adapters: DynamoDB stores, Secrets Manager, SQS and EventBridge, behind the reach ports."""
