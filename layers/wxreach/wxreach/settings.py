@@ -29,6 +29,27 @@ class Settings(BaseModel):
     aws_connect_timeout_seconds: float = Field(default=2.0, gt=0)
     aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
     aws_max_attempts: int = Field(default=3, ge=1)
+    send_queue_url: str | None = None
+    # WeChat API calls (httpx): per-call budgets and the connection pool.
+    wechat_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    wechat_read_timeout_seconds: float = Field(default=5.0, gt=0)
+    wechat_max_connections: int = Field(default=64, ge=1)
+    # Access tokens: refreshed this long before WeChat's expires_in runs out; a cold instance
+    # that lost the lease race waits up to token_wait_seconds for the winner's token.
+    token_refresh_ahead_seconds: int = Field(default=300, ge=0)
+    token_lease_seconds: int = Field(default=10, ge=1)
+    token_wait_seconds: float = Field(default=5.0, gt=0)
+    # Sending: calls in flight per invocation, per-account calls per second across all
+    # instances, the daily template cap, the repeat guard window, retry-later bounds.
+    send_concurrency: int = Field(default=16, ge=1, le=256)
+    send_rate_per_second: int = Field(default=50, ge=1)
+    template_daily_cap: int = Field(default=100_000, ge=1)
+    repeat_guard_window_seconds: int = Field(default=24 * 3600, ge=0)
+    max_send_attempts: int = Field(default=8, ge=1)
+    # A message claimed ("sending") longer ago than this is taken as left by a crashed instance.
+    sending_claim_seconds: int = Field(default=120, ge=10)
+    # How long an account-level stop (40164, 48004, 89503) pauses an account's sending.
+    account_pause_seconds: int = Field(default=900, ge=1)
 
     @model_validator(mode="after")
     def _dedupe_outlives_replay_window(self) -> Settings:
