@@ -9,6 +9,7 @@ the sandbox (WeChat's side) knows. Exits 1 when the two disagree.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import secrets
 import string
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 
 from local.sandbox.server import SandboxServer
@@ -31,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 APPID = "wxd3m0c0ffee000001"
 ORIGINAL_ID = "gh_d3m0c0ffee01"
 SUB_TEMPLATE = "SUB_ORDER_SHIPPED"
+TEMPLATE = "TPL_ORDER_PAID"
 OTHER_SUB_TEMPLATE = "SUB_COUPON_EXPIRY"
 QR_SCENE = "spring_42"
 
@@ -143,6 +146,22 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
             "creating a subscription template",
         )
 
+    _ok(
+        wechat.post(
+            f"{admin}/templates",
+            json={
+                "template_id": TEMPLATE,
+                "title": "订单支付成功",
+                "keywords": [
+                    {"name": "thing1", "label": "商品"},
+                    {"name": "amount2", "label": "金额"},
+                    {"name": "character_string3", "label": "订单号"},
+                ],
+            },
+        ),
+        "creating a template message template",
+    )
+
     report.section("Account")
     report.say(f"  {registered['name']} ({APPID}, {registered['account_type']}, safe mode)")
     report.check(handshake["ok"], "WeChat's URL verification handshake answered with the echostr")
@@ -252,11 +271,236 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
         "operator routes refuse calls without credentials",
     )
 
+    _play_sending(
+        report,
+        wechat,
+        api,
+        stack,
+        openids=openids,
+        leavers=leavers,
+        accepters=accepters,
+        rejecters=rejecters,
+        double_accept=double_accept,
+        rng=rng,
+    )
+
     report.section("Not yet in this build")
     report.say(
-        "  template broadcasts, subscription notifications and mass broadcasts arrive with later issues."
+        "  broadcasts (audiences, the splitter, mass sends) and the status updater arrive with later issues."
     )
     return report
+
+
+def _play_sending(
+    report: Report,
+    wechat: httpx.Client,
+    api: httpx.Client,
+    stack: LocalStack,
+    *,
+    openids: list[str],
+    leavers: set[str],
+    accepters: set[str],
+    rejecters: set[str],
+    double_accept: set[str],
+    rng: random.Random,
+) -> None:
+    """Templates synced, template messages with customer parameters, subscription notifications
+    and a journey action; every ledger record checked against the sandbox's inboxes."""
+    admin = f"/admin/accounts/{APPID}"
+    report.section("Templates (synced from WeChat)")
+    synced = _ok(api.post(f"/accounts/{APPID}/templates/sync"), "syncing templates")["results"]
+    report.say("  " + ", ".join(f"{r['channel']}: {r['stored']} stored" for r in synced))
+    report.check(
+        {r["channel"]: r["stored"] for r in synced} == {"template": 1, "subscribe": 2},
+        "1 template message and 2 subscription templates",
+    )
+
+    def inbox(openid: str, kind: str) -> list[dict[str, Any]]:
+        return _ok(wechat.get(f"{admin}/users/{openid}/inbox", params={"kind": kind}), "reading an inbox")[
+            "messages"
+        ]
+
+    sent: dict[str, dict[str, Any]] = {}  # message_id -> ledger record
+
+    # 1. A template message with per-customer parameters to a handful of followers (one left).
+    report.section("Template messages")
+    leaver = sorted(leavers)[0]
+    customers = [*[o for o in openids if o not in leavers][:5], leaver]
+    content = {
+        "template_id": TEMPLATE,
+        "data": {"thing1": "{{product}}", "amount2": "¥{{order.total}}", "character_string3": "{{order.no}}"},
+        "url": "https://shop.example.com/orders",
+    }
+    for n, openid in enumerate(customers):
+        order = {
+            "product": rng.choice(["咖啡豆", "挂耳咖啡", "冷萃咖啡"]),
+            "order": {"total": f"{rng.randint(20, 300)}.00", "no": f"A-{2000 + n}"},
+        }
+        body = {
+            "channel": "template",
+            "openid": openid,
+            "content": content,
+            "params": order,
+            "request_id": f"order-{2000 + n}-paid",
+        }
+        message = _ok(api.post(f"/accounts/{APPID}/messages", json=body), "sending a template message")[
+            "message"
+        ]
+        sent[message["message_id"]] = message
+    states = Counter(m["state"] for m in sent.values())
+    report.say(f"  {len(customers)} customers: {dict(states)}")
+    by_openid = {m["openid"]: m for m in sent.values()}
+    report.check(
+        by_openid[leaver]["state"] == "skipped" and by_openid[leaver]["reason"] == "not_following",
+        "the follower who left is skipped (not_following), WeChat not called",
+    )
+    report.check(
+        all(by_openid[o]["state"] == "sent" for o in customers[:-1]), "every follower's message was sent"
+    )
+    again = _ok(
+        api.post(
+            f"/accounts/{APPID}/messages",
+            json={
+                "channel": "template",
+                "openid": customers[0],
+                "content": content,
+                "params": {"product": "咖啡豆", "order": {"total": "1.00", "no": "A-2000"}},
+                "request_id": "order-2000-paid",
+            },
+        ),
+        "resending",
+    )["message"]
+    report.check(
+        again["message_id"] == by_openid[customers[0]]["message_id"]
+        and len(inbox(customers[0], "template")) == 1,
+        "the same request_id again sends nothing twice",
+    )
+
+    # 2. A subscription notification to everyone who accepted the popup (and one who rejected).
+    report.section("Subscription notifications")
+    targets = sorted(accepters) + sorted(rejecters)[:1]
+    unlucky = sorted(accepters - double_accept)[0]
+
+    def credits(openid: str) -> tuple[int, int]:
+        view = _ok(api.get(f"/accounts/{APPID}/followers/{openid}"), "reading a follower")
+        ours = next(
+            (g["one_time_credits"] for g in view["subscriptions"] if g["template_id"] == SUB_TEMPLATE), 0
+        )
+        theirs = (
+            _ok(wechat.get(f"{admin}/users/{openid}"), "reading a user")["grants"]
+            .get(SUB_TEMPLATE, {})
+            .get("credits", 0)
+        )
+        return ours, theirs
+
+    before = {o: credits(o) for o in targets}
+    sub_content = {
+        "template_id": SUB_TEMPLATE,
+        "data": {"thing1": "您的咖啡已发货", "time2": "2026年12月3日 15:30"},
+        "page": "https://shop.example.com/track",
+    }
+    _ok(
+        wechat.post(
+            "/admin/faults", json={"path": "/cgi-bin/message/subscribe/bizsend", "errcodes": {"40037": 1.0}}
+        ),
+        "injecting a fault",
+    )
+    failing = _ok(
+        api.post(
+            f"/accounts/{APPID}/messages",
+            json={
+                "channel": "subscribe",
+                "openid": unlucky,
+                "content": sub_content,
+                "request_id": "ship-fail",
+            },
+        ),
+        "a failing send",
+    )["message"]
+    _ok(wechat.post("/admin/faults/clear", json={}), "clearing faults")
+    sent[failing["message_id"]] = failing
+    for openid in targets:
+        message = _ok(
+            api.post(
+                f"/accounts/{APPID}/messages",
+                json={
+                    "channel": "subscribe",
+                    "openid": openid,
+                    "content": sub_content,
+                    "request_id": f"ship-{openid[-8:]}",
+                },
+            ),
+            "a subscription notification",
+        )["message"]
+        sent[message["message_id"]] = message
+    after = {o: credits(o) for o in targets}
+    sub_states = Counter(
+        m["state"]
+        for m in sent.values()
+        if m["channel"] == "subscribe" and m["message_id"] != failing["message_id"]
+    )
+    report.say(
+        f"  {len(targets)} users: {dict(sub_states)}; one send failed in WeChat first ({failing['reason']})"
+    )
+    report.check(failing["state"] == "failed", "the send WeChat refused is failed with its reason")
+    report.check(
+        all(after[o][0] == before[o][0] - 1 and after[o][1] == before[o][1] - 1 for o in accepters),
+        "each accepted user's credit consumed exactly once (wxreach and WeChat agree)",
+    )
+    report.check(
+        all(after[o] == before[o] for o in targets if o in rejecters),
+        "the user who rejected is skipped; nothing consumed",
+    )
+
+    # 3. A journey action on the bus reaches the same sender through the send queue.
+    report.section("Journey action (EventBridge)")
+    events = boto3.client(
+        "events",
+        endpoint_url=stack.moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - moto's local credentials
+    )
+    welcome = [o for o in openids if o not in leavers][7]
+    action = {
+        "action_id": f"welcome-{welcome}",
+        "appid": APPID,
+        "openid": welcome,
+        "content": content,
+        "params": {"product": "新人礼包", "order": {"total": "0.00", "no": "W-1"}},
+    }
+    for _ in range(2):  # an action published twice is sent once
+        events.put_events(
+            Entries=[
+                {
+                    "EventBusName": stack.outputs["JourneyBusName"],
+                    "Source": "demo.journeys",
+                    "DetailType": "SendTemplateMessage",
+                    "Detail": json.dumps(action, ensure_ascii=False),
+                }
+            ]
+        )
+    stack.wait_idle(timeout=60)
+    report.check(
+        len(inbox(welcome, "template")) == 1,
+        "a SendTemplateMessage action published twice reached the follower once",
+    )
+
+    # 4. The ledger must say what WeChat's inboxes say.
+    report.section("Ledger (wxreach) vs WeChat inboxes")
+    records = [_ok(api.get(f"/accounts/{APPID}/messages/{mid}"), "reading a message") for mid in sent]
+    received = {}
+    for record in records:
+        kind = "template" if record["channel"] == "template" else "subscription"
+        received[record["message_id"]] = [
+            m for m in inbox(record["openid"], kind) if str(m["msgid"]) == str(record.get("wechat_msgid"))
+        ]
+    agree = all((len(received[r["message_id"]]) == 1) == (r["state"] == "sent") for r in records)
+    report.say(
+        f"  {len(records)} messages: "
+        + ", ".join(f"{state} ×{n}" for state, n in sorted(Counter(r["state"] for r in records).items()))
+    )
+    report.check(agree, "every 'sent' message is in exactly one inbox, and nothing else is")
 
 
 def main(argv: list[str] | None = None) -> int:

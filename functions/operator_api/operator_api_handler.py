@@ -1,7 +1,9 @@
-"""Operator API: account registry and follower lookup. IAM-authorised when deployed."""
+"""Operator API: accounts, followers, templates, keyword checks, previews and single sends.
+IAM-authorised when deployed."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -9,14 +11,29 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from wxreach import container
 from wxreach.errors import NotFound, WxReachError
 from wxreach.observability import logger, metrics, tracer
 from wxreach.reach.accounts import APPID_PATTERN, Account, AccountRegistration
+from wxreach.reach.compliance import LintFinding, LintLevel
 from wxreach.reach.followers import Follower
-from wxreach.wechat.identifiers import OPENID_PATTERN
+from wxreach.reach.keyword_check import KeywordCheckRequest, KeywordCheckResponse, check_items
+from wxreach.reach.messages import (
+    MESSAGE_ID_PATTERN,
+    ORIGIN_ID_PATTERN,
+    Message,
+    MessageBatch,
+    Origin,
+    OriginKind,
+    Recipient,
+)
+from wxreach.reach.rendering import JumpTarget, MessageContent
+from wxreach.reach.templates import Template
+from wxreach.wechat.errcodes import RetryLater, WeChatApiError
+from wxreach.wechat.identifiers import OPENID_PATTERN, TEMPLATE_ID_PATTERN
+from wxreach.wechat.keywords import Channel
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -25,9 +42,74 @@ AppId = Annotated[str, Path(pattern=APPID_PATTERN, description="The account's Ap
 OpenId = Annotated[str, Path(pattern=OPENID_PATTERN, description="A follower's openid")]
 
 
+MessageId = Annotated[str, Path(pattern=MESSAGE_ID_PATTERN, description="A message id (m + 31 hex)")]
+TemplateId = Annotated[str, Path(pattern=TEMPLATE_ID_PATTERN, description="template_id / priTmplId")]
+MAX_PREVIEW_SAMPLES = 20
+
+
 class AccountPage(BaseModel):
     accounts: list[Account]
     next: str | None = None
+
+
+class TemplateSyncResult(BaseModel):
+    channel: Channel
+    stored: int
+    removed: int
+
+
+class TemplateSyncResponse(BaseModel):
+    results: list[TemplateSyncResult]
+
+
+class TemplateList(BaseModel):
+    templates: list[Template]
+
+
+class PreviewRequest(BaseModel):
+    channel: Channel
+    content: MessageContent
+    samples: list[Recipient] = Field(min_length=1, max_length=MAX_PREVIEW_SAMPLES)
+
+
+class PreviewSample(BaseModel):
+    openid: str
+    values: dict[str, str]
+    violations: list[str]
+    missing_params: list[str]
+    warnings: list[str]
+    lint: list[LintFinding]
+    jump: JumpTarget
+    would_send: bool
+
+
+class PreviewResponse(BaseModel):
+    template: Template
+    lint_level: LintLevel
+    samples: list[PreviewSample]
+
+
+class SendRequest(BaseModel):
+    channel: Channel
+    openid: str = Field(pattern=OPENID_PATTERN)
+    content: MessageContent
+    params: dict[str, Any] = Field(default_factory=dict, description="Customer parameters for {{name}}")
+    request_id: str | None = Field(
+        default=None,
+        pattern=ORIGIN_ID_PATTERN,
+        description="Idempotency key: the same request_id never sends twice (one is generated when absent)",
+    )
+    dry_run: bool = Field(
+        default=False, description="Render, validate and apply the guards read-only; send nothing"
+    )
+
+
+class SendResponse(BaseModel):
+    message: Message
+    dry_run: bool = False
+    queued: bool = Field(
+        default=False, description="WeChat or a guard asked to wait: the send queue finishes it"
+    )
 
 
 @app.post("/accounts", summary="Register an Official Account", responses={201: {"description": "Created"}})
@@ -58,6 +140,96 @@ def get_follower(appid: AppId, openid: OpenId) -> Follower:
     if follower is None:
         raise NotFound("no record of this follower", reason="unknown_follower")
     return follower
+
+
+@app.post("/keywords/check", summary="Check keyword values against WeChat's rules (up to 1 000)")
+def check_keywords(request: KeywordCheckRequest) -> KeywordCheckResponse:
+    return check_items(request)
+
+
+@app.post("/accounts/<appid>/templates/sync", summary="Sync the account's templates from WeChat")
+def sync_templates(appid: AppId) -> TemplateSyncResponse:
+    container.accounts().get(appid)
+    results = container.template_service().sync(appid)
+    return TemplateSyncResponse(
+        results=[TemplateSyncResult(channel=r.channel, stored=r.stored, removed=r.removed) for r in results]
+    )
+
+
+@app.get("/accounts/<appid>/templates", summary="List the account's synced templates")
+def list_templates(appid: AppId, channel: Annotated[Channel | None, Query()] = None) -> TemplateList:
+    container.accounts().get(appid)
+    return TemplateList(templates=container.template_service().list(appid, channel))
+
+
+@app.get("/accounts/<appid>/templates/<channel>/<template_id>", summary="One template: keywords with types")
+def get_template(appid: AppId, channel: Channel, template_id: TemplateId) -> Template:
+    container.accounts().get(appid)
+    template = container.template_service().get(appid, channel, template_id)
+    if template is None:
+        raise NotFound("no such template on this account (sync first?)", reason="unknown_template")
+    return template
+
+
+@app.post("/accounts/<appid>/messages/preview", summary="Final values, violations and lint for samples")
+def preview_message(appid: AppId, request: PreviewRequest) -> PreviewResponse:
+    account = container.accounts().get(appid)
+    template, results = container.send_service().preview(
+        appid, request.channel, request.content, request.samples
+    )
+    if template is None:
+        raise NotFound("no such template on this account, even after a sync", reason="unknown_template")
+    return PreviewResponse(
+        template=template,
+        lint_level=account.compliance_lint,
+        samples=[PreviewSample(**vars(result)) for result in results],
+    )
+
+
+@app.post(
+    "/accounts/<appid>/messages",
+    summary="Send one message to one openid, synchronously (or a dry run)",
+    responses={202: {"description": "Accepted: WeChat asked to wait; the send queue finishes it"}},
+)
+def send_message(appid: AppId, request: SendRequest) -> Response[SendResponse]:
+    container.accounts().get(appid)
+    batch = MessageBatch(
+        appid=appid,
+        channel=request.channel,
+        origin=Origin(kind=OriginKind.SINGLE, id=request.request_id or uuid.uuid4().hex),
+        content=request.content,
+        recipients=[Recipient(openid=request.openid, params=request.params)],
+    )
+    service = container.send_service()
+    if request.dry_run:
+        (message,) = service.dry_run(batch)
+        return _json(200, SendResponse(message=message, dry_run=True))
+    messages, queued = service.send_now(batch)
+    return _json(202 if queued else 200, SendResponse(message=messages[0], queued=queued))
+
+
+@app.get("/accounts/<appid>/messages/<message_id>", summary="A message's record and state")
+def get_message(appid: AppId, message_id: MessageId) -> Message:
+    message = container.send_service().get_message(appid, message_id)
+    if message is None:
+        raise NotFound("no such message on this account", reason="unknown_message")
+    return message
+
+
+def _json(status: int, body: BaseModel) -> Response[Any]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=body.model_dump(mode="json")
+    )
+
+
+@app.exception_handler(WeChatApiError)
+def wechat_error(exc: WeChatApiError) -> Response:
+    # WeChat's answer, not our failure: 503 when it asks to retry later, 502 otherwise.
+    return Response(
+        status_code=503 if isinstance(exc, RetryLater) else 502,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": "wechat_error", "reason": exc.reason, "errcode": exc.errcode, "message": str(exc)},
+    )
 
 
 @app.exception_handler(WxReachError)

@@ -48,8 +48,18 @@ _ASCII_DIGITS = frozenset(string.digits)
 _ASCII_LETTERS = frozenset(string.ascii_letters)
 _ASCII_SYMBOLS = frozenset(string.punctuation)
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_DATE_CN = re.compile(r"([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日")
-_DATE_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+# date forms of the product manual (§2.3), longest first: match() takes the first that fits
+_DATES_CN = (
+    re.compile(r"(?P<y>[0-9]{4})年(?P<m>[0-9]{1,2})月(?P<d>[0-9]{1,2})日"),
+    re.compile(r"(?P<y>[0-9]{4})年(?P<m>[0-9]{1,2})月"),
+    re.compile(r"(?P<m>[0-9]{1,2})月(?P<d>[0-9]{1,2})日"),
+)
+_DATES_JOINED = (
+    re.compile(r"(?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})"),
+    re.compile(r"(?P<y>[0-9]{4})(?P<sep>[-/.])(?P<m>[0-9]{1,2})"),
+    re.compile(r"(?P<m>[0-9]{1,2})(?P<sep>[-/.])(?P<d>[0-9]{1,2})"),
+)
+_LEAP_YEAR = 2000  # a month-day date has no year; 2月29日 exists
 _TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 
 
@@ -65,7 +75,7 @@ def is_chinese(ch: str) -> bool:
         0x4E00 <= cp <= 0x9FFF  # CJK Unified Ideographs
         or 0x3400 <= cp <= 0x4DBF  # Extension A
         or 0xF900 <= cp <= 0xFAFF  # Compatibility Ideographs
-        or 0x20000 <= cp <= 0x3134F  # Extensions B..G
+        or 0x20000 <= cp <= 0x323AF  # Extensions B..H (and the compatibility supplement)
     )
 
 
@@ -81,33 +91,57 @@ def _decimal_digits(text: str) -> int | None:
     return sum(ch in _ASCII_DIGITS for ch in text)
 
 
-def _valid_date(y: str, m: str, d: str) -> bool:
+def _valid_date(y: str | None, m: str, d: str | None) -> bool:
     try:
-        date(int(y), int(m), int(d))
+        date(int(y) if y else _LEAP_YEAR, int(m), int(d) if d else 1)
     except ValueError:
         return False
     return True
 
 
+def _match_date(text: str) -> tuple[re.Match[str], bool] | None:
+    """The date at the start of `text` and whether it is Chinese (年月日), None when there is none."""
+    for pattern in _DATES_CN:
+        match = pattern.match(text)
+        if match:
+            return match, True
+    for pattern in _DATES_JOINED:
+        match = pattern.match(text)
+        if match:
+            return match, False
+    return None
+
+
+def _time_after_date(match: re.Match[str], chinese: bool, rest: str, *, iso: bool) -> str | None:
+    """What must be a time after a date: `10月1日15:01` needs no space, `2020.05.06 08:30` does."""
+    if chinese:
+        return rest.lstrip(" ")
+    hyphen = match.groupdict().get("sep") == "-"
+    if hyphen and not iso:
+        return None  # `2023-09-12 19:43` is UNCONFIRMED (§2.3): refused when strict
+    if rest.startswith(" "):
+        return rest.lstrip(" ")
+    if rest.startswith("T") and hyphen and match.groupdict().get("y") and match.groupdict().get("d"):
+        return rest[1:]  # ISO 8601 `2023-09-12T19:43`, as UNCONFIRMED as the space form
+    return None
+
+
 def _parse_point(text: str, *, iso: bool) -> tuple[bool, bool] | None:
     """One date/time point → (has_date, has_time), None when malformed."""
-    text = text.strip()
+    text = text.strip(" ")  # spaces around `~` and the point
+    rest: str | None = text
     has_date = False
-    rest = text
-    cn = _DATE_CN.match(text)
-    iso_match = _DATE_ISO.match(text) if iso else None
-    if cn:
-        if not _valid_date(*cn.groups()):
+    found = _match_date(text)
+    if found:
+        match, chinese = found
+        fields = match.groupdict()
+        if not _valid_date(fields.get("y"), fields["m"], fields.get("d")):
             return None
-        has_date, rest = True, text[cn.end() :].lstrip()
-    elif iso_match:
-        if not _valid_date(*iso_match.groups()):
-            return None
-        has_date, rest = True, text[iso_match.end() :]
+        has_date, rest = True, text[match.end() :]
         if rest:
-            if rest[0] not in " T":  # ISO needs a separator between date and time
+            rest = _time_after_date(match, chinese, rest, iso=iso)
+            if rest is None:
                 return None
-            rest = rest[1:].lstrip()
     if not rest:
         return (True, False) if has_date else None
     time_match = _TIME.fullmatch(rest)
@@ -174,10 +208,15 @@ def check_value(
     *,
     iso_datetime: bool = True,
 ) -> str | None:
-    """None if `value` satisfies type `kind`; otherwise "empty" or "invalid"."""
+    """None if `value` satisfies type `kind`; otherwise "empty" or "invalid".
+
+    `iso_datetime=False` refuses a `-`-joined date followed by a time (`2023-09-12 19:43`, UNCONFIRMED).
+    """
     if value == "":
         # const alone accepts the empty string (§2.3 table); everything else reports "is empty"
         return None if kind == "const" else "empty"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return "invalid"  # no newline, tab or other control character in any type (§2.3)
     ok: bool
     match kind:
         case "thing":

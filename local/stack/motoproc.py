@@ -155,6 +155,21 @@ def _warm(app: Any, create_app: Any) -> None:
                 app.app_instances[service] = create_app(service)
 
 
+def serialise_dynamodb(app: Any) -> Any:
+    """DynamoDB applies each conditional write atomically; moto's backend does not lock, so two
+    concurrent writes can both pass one condition. One DynamoDB request at a time restores the
+    guarantee our conditional writes rely on; other services (SQS long polls) stay concurrent."""
+    lock = threading.Lock()
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with lock:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+
+    return middleware
+
+
 def child_main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import logging
@@ -176,7 +191,9 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(
+        args.host, args.port, serialise_dynamodb(app), threaded=True, request_handler=MotoRequestHandler
+    )
     threading.Thread(target=_warm, args=(app, create_backend_app), name="warm", daemon=True).start()
     sys.stdout.write(json.dumps({"port": server.server_address[1], "pid": os.getpid()}) + "\n")
     sys.stdout.flush()

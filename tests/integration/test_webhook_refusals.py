@@ -218,7 +218,11 @@ def _at(seconds: int) -> datetime:
 # -- timestamps: ASCII digits only ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("timestamp", ["１７１４０３６５０４", "1_714_036_504", f" {NOW} ", f"+{NOW}", "٣"])
+@pytest.mark.parametrize(
+    "timestamp",
+    ["１７１４０３６５０４", "1_714_036_504", f" {NOW} ", f"+{NOW}", "٣"],
+    ids=["full-width", "underscores", "spaces", "sign", "arabic-indic"],
+)
 def test_query_timestamp_must_be_ascii_digits(calls: list[AwsCall], timestamp: str) -> None:
     p = safe("subscribe")
     resp = call(

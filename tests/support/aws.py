@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from botocore.client import BaseClient
 from moto import mock_aws
 
 from tests.support.template import create_tables, load_template, resources_of_type
@@ -65,8 +67,27 @@ def _reset_global_state() -> None:
     forget_secrets()
 
 
+_DYNAMODB_LOCK = threading.Lock()
+
+
+def _serialise_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each conditional write atomically; moto's in-process backend does not
+    lock, so concurrent threads can both pass one condition. One DynamoDB call at a time restores
+    the guarantee (local/stack/motoproc.py does the same for the moto server)."""
+    original = BaseClient._make_api_call
+
+    def serialised(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            with _DYNAMODB_LOCK:
+                return original(self, operation_name, api_params)
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", serialised)
+
+
 @contextmanager
 def aws_world(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[AwsWorld]:
+    _serialise_dynamodb(monkeypatch)
     with mock_aws():
         template = load_template()
         tables = create_tables(template)

@@ -16,7 +16,12 @@ from wxreach.reach.accounts import Account, AccountRegistration
 from wxreach.settings import get_settings
 
 if TYPE_CHECKING:
+    from wxreach.aws.send_queue import SendQueueConsumer
     from wxreach.reach.callbacks import CallbackService
+    from wxreach.reach.sending import SendService
+    from wxreach.reach.template_service import TemplateService
+    from wxreach.wechat.api import WeChatClient
+    from wxreach.wechat.tokens import TokenBroker
 
 
 @functools.cache
@@ -71,6 +76,85 @@ def callback_service() -> CallbackService:
     )
 
 
+# -- sending: imported lazily so the webhook never loads httpx or the sender ---------------------
+@functools.cache
+def wechat() -> WeChatClient:
+    from wxreach.wechat.api import WeChatClient
+
+    settings = get_settings()
+    return WeChatClient(
+        settings.wechat_api_base,
+        connect_timeout=settings.wechat_connect_timeout_seconds,
+        read_timeout=settings.wechat_read_timeout_seconds,
+        max_connections=settings.wechat_max_connections,
+    )
+
+
+@functools.cache
+def tokens() -> TokenBroker:
+    from wxreach.aws.token_store import DynamoTokenStore
+    from wxreach.wechat.tokens import TokenBroker
+
+    settings = get_settings()
+    return TokenBroker(
+        store=DynamoTokenStore(settings.quota_table),
+        client=wechat(),
+        secret_for=lambda appid: secrets().get(appid).app_secret.get_secret_value(),
+        refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
+        lease_seconds=settings.token_lease_seconds,
+        wait_seconds=settings.token_wait_seconds,
+    )
+
+
+@functools.cache
+def template_service() -> TemplateService:
+    from wxreach.aws.template_store import DynamoTemplateCatalog
+    from wxreach.reach.template_service import TemplateService
+
+    return TemplateService(
+        catalog=DynamoTemplateCatalog(get_settings().quota_table), wechat=wechat(), tokens=tokens()
+    )
+
+
+@functools.cache
+def send_service() -> SendService:
+    from wxreach.aws.ledger_store import DynamoMessageLedger
+    from wxreach.aws.send_guards import DynamoSendGuards
+    from wxreach.aws.send_queue import SqsBatchQueue
+    from wxreach.reach.sending import SendPolicy, SendService
+
+    settings = get_settings()
+    return SendService(
+        accounts=accounts(),
+        followers=followers(),
+        templates=template_service(),
+        ledger=DynamoMessageLedger(settings.ledger_table),
+        guards=DynamoSendGuards(settings.quota_table),
+        wechat=wechat(),
+        tokens=tokens(),
+        policy=SendPolicy(
+            concurrency=settings.send_concurrency,
+            rate_per_second=settings.send_rate_per_second,
+            template_daily_cap=settings.template_daily_cap,
+            repeat_window_seconds=settings.repeat_guard_window_seconds,
+            max_attempts=settings.max_send_attempts,
+            claim_seconds=settings.sending_claim_seconds,
+            pause_seconds=settings.account_pause_seconds,
+        ),
+        queue=SqsBatchQueue(settings.send_queue_url) if settings.send_queue_url else None,
+    )
+
+
+@functools.cache
+def send_queue_consumer() -> SendQueueConsumer:
+    from wxreach.aws.send_queue import SendQueueConsumer
+
+    settings = get_settings()
+    return SendQueueConsumer(
+        send_service(), queue_url=settings.send_queue_url, dead_letter_url=settings.send_dead_letter_url
+    )
+
+
 def register_account(registration: AccountRegistration) -> Account:
     from wxreach.reach.accounts import register_account as register
 
@@ -78,6 +162,19 @@ def register_account(registration: AccountRegistration) -> Account:
 
 
 def reset() -> None:
-    for factory in (accounts, secrets, followers, callback_service, get_settings):
+    if wechat.cache_info().currsize:
+        wechat().close()
+    for factory in (
+        accounts,
+        secrets,
+        followers,
+        callback_service,
+        wechat,
+        tokens,
+        template_service,
+        send_service,
+        send_queue_consumer,
+        get_settings,
+    ):
         factory.cache_clear()
     reset_clients()

@@ -30,6 +30,7 @@ class Settings(BaseModel):
     aws_read_timeout_seconds: float = Field(default=3.0, gt=0)
     aws_max_attempts: int = Field(default=3, ge=1)
     send_queue_url: str | None = None
+    send_dead_letter_url: str | None = None
     # WeChat API calls (httpx): per-call budgets and the connection pool.
     wechat_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     wechat_read_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from wxreach.errors import InvalidInput
+from wxreach.reach.compliance import LintLevel
 from wxreach.reach.ports import AccountDirectory, SecretVault
 
 APPID_PATTERN = r"^wx[0-9A-Za-z]{16}$"
@@ -51,6 +52,10 @@ class Account(BaseModel):
     account_type: AccountType = AccountType.SERVICE
     verified: bool = True
     encryption_mode: EncryptionMode = EncryptionMode.SAFE
+    compliance_lint: LintLevel = Field(
+        default=LintLevel.WARN,
+        description="Ban-risk wording in template messages: warn in previews, or block the send",
+    )
     created_at: datetime | None = None
 
 

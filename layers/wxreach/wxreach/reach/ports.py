@@ -4,13 +4,18 @@ tests may pass in-memory ones. The domain imports only these, never an adapter."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from wxreach.reach.accounts import Account, AccountSecrets
     from wxreach.reach.followers import Follower, SubscriptionKind, SubscriptionStatus, WriteOutcome
     from wxreach.reach.journey import JourneyEvent
+    from wxreach.reach.messages import Message, MessageBatch, MessageState
+    from wxreach.reach.templates import Template
+    from wxreach.wechat.keywords import Channel
 
 
 class AccountDirectory(Protocol):
@@ -60,3 +65,82 @@ class DeliveryEventQueue(Protocol):
 
 class JourneyPublisher(Protocol):
     def publish(self, events: list[JourneyEvent]) -> None: ...
+
+
+# -- sending -----------------------------------------------------------------------------------
+class CreditOutcome(StrEnum):
+    CONSUMED = "consumed"
+    ALREADY_CONSUMED = "already_consumed"  # by this same message, on an earlier delivery
+    LONG_TERM = "long_term"  # a long-term grant: nothing to consume
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class RepeatReservation:
+    appid: str
+    openid: str
+    template_id: str
+    digest: str
+    stamp: str
+    previous: str | None
+    message_id: str
+
+
+class MessageLedger(Protocol):
+    def create(self, message: Message) -> tuple[Message, bool]: ...
+    def get(self, message_id: str) -> Message | None: ...
+    def claim_info(self, message_id: str) -> tuple[str | None, datetime | None]: ...
+    def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool: ...
+    def finish(
+        self,
+        message_id: str,
+        *,
+        state: MessageState,
+        now: datetime,
+        claim_token: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+        wechat_msgid: str | None = None,
+        errcode: int | None = None,
+        values: dict[str, str] | None = None,
+        appid: str | None = None,
+        count_attempt: bool = True,
+    ) -> bool: ...
+
+
+class SendGuards(Protocol):
+    def paused_until(self, appid: str, channel: str, *, now: datetime) -> tuple[datetime, str] | None: ...
+    def pause(self, appid: str, channel: str, *, until: datetime, reason: str) -> None: ...
+    def take_rate_permit(self, appid: str, channel: str, *, per_second: int, now: float) -> bool: ...
+    def reserve_daily(self, appid: str, name: str, *, day: str, cap: int) -> bool: ...
+    def release_daily(self, appid: str, name: str, *, day: str) -> None: ...
+    def reserve_repeat(
+        self,
+        appid: str,
+        openid: str,
+        template_id: str,
+        digest: str,
+        *,
+        message_id: str,
+        now: datetime,
+        window_seconds: int,
+    ) -> RepeatReservation | None: ...
+    def repeat_blocked(
+        self, appid: str, openid: str, template_id: str, digest: str, *, now: datetime, window_seconds: int
+    ) -> bool: ...
+    def release_repeat(self, reservation: RepeatReservation) -> None: ...
+    def consume_credit(self, appid: str, openid: str, template_id: str, message_id: str) -> CreditOutcome: ...
+    def refund_credit(self, appid: str, openid: str, template_id: str, message_id: str) -> bool: ...
+    def clear_credits(self, appid: str, openid: str, template_id: str) -> None: ...
+
+
+class TemplateCatalog(Protocol):
+    def get(self, appid: str, channel: Channel, template_id: str) -> Template | None: ...
+    def templates(self, appid: str, channel: Channel | None = None) -> list[Template]: ...
+    def replace_all(self, appid: str, channel: Channel, templates: list[Template]) -> tuple[int, int]: ...
+
+
+class BatchQueue(Protocol):
+    """Where a batch goes to be sent (again) later by the template sender."""
+
+    def enqueue(self, batch: MessageBatch, *, delay_seconds: int = 0) -> None: ...

@@ -1,0 +1,36 @@
+"""Template sender: consumes the send queue (template messages and subscription notifications,
+batch records and journey actions) with partial batch failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from wxreach import container
+from wxreach.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+class RetryLater(Exception):
+    """The record goes back to the queue; its visibility was set to the back-off already."""
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    plan = container.send_queue_consumer().process(event.get("Records", []))
+
+    def record_handler(record: SQSRecord) -> None:
+        if plan.get(record.message_id) is not None:
+            raise RetryLater(record.message_id)
+
+    return dict(
+        process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    )

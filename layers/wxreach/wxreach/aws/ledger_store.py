@@ -1,0 +1,219 @@
+"""Messages in the ledger table: one item per message, every state change a conditional write.
+
+First writer wins: a message is created once (redeliveries read the existing record), claimed
+once (queued → sending with a claim token), and finished only by the claim's holder.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from wxreach.aws import keys
+from wxreach.aws.clients import client
+from wxreach.reach.messages import Message, MessageState, Origin
+from wxreach.wechat.keywords import Channel
+
+# Records of single sends and journey actions outlive the status updater's reconciliation.
+MESSAGE_RETENTION_SECONDS = 400 * 24 * 3600
+
+
+def _n(dt: datetime) -> dict[str, str]:
+    return {"N": str(int(dt.timestamp()))}
+
+
+def _dt(attr: dict[str, str] | None) -> datetime | None:
+    return datetime.fromtimestamp(int(attr["N"]), UTC) if attr else None
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+def _to_item(message: Message) -> dict[str, Any]:
+    now = message.created_at or datetime.now(UTC)
+    item: dict[str, Any] = {
+        "pk": {"S": keys.message_pk(message.message_id)},
+        "sk": {"S": keys.MESSAGE_SK},
+        "message_id": {"S": message.message_id},
+        "appid": {"S": message.appid},
+        "channel": {"S": str(message.channel)},
+        "openid": {"S": message.openid},
+        "template_id": {"S": message.template_id},
+        "origin": {"S": message.origin.model_dump_json()},
+        "state": {"S": str(message.state)},
+        "attempts": {"N": str(message.attempts)},
+        "created_at": _n(now),
+        "updated_at": _n(now),
+        "expires_at": {"N": str(int(now.timestamp()) + MESSAGE_RETENTION_SECONDS)},
+    }
+    return item
+
+
+def _from_item(item: dict[str, Any]) -> Message:
+    def s(name: str) -> str | None:
+        return item[name]["S"] if name in item else None
+
+    errcode = item.get("errcode", {}).get("N")
+    return Message(
+        message_id=item["message_id"]["S"],
+        appid=item["appid"]["S"],
+        channel=Channel(item["channel"]["S"]),
+        openid=item["openid"]["S"],
+        template_id=item["template_id"]["S"],
+        origin=Origin.model_validate_json(item["origin"]["S"]),
+        state=MessageState(item["state"]["S"]),
+        reason=s("reason"),
+        detail=s("detail"),
+        wechat_msgid=s("wechat_msgid"),
+        errcode=int(errcode) if errcode is not None else None,
+        attempts=int(item.get("attempts", {}).get("N", "0")),
+        values=json.loads(item["values"]["S"]) if "values" in item else {},
+        created_at=_dt(item.get("created_at")),
+        updated_at=_dt(item.get("updated_at")),
+        sent_at=_dt(item.get("sent_at")),
+    )
+
+
+class DynamoMessageLedger:
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def _key(self, message_id: str) -> dict[str, Any]:
+        return {"pk": {"S": keys.message_pk(message_id)}, "sk": {"S": keys.MESSAGE_SK}}
+
+    def create(self, message: Message) -> tuple[Message, bool]:
+        """(the stored record, True when this call created it)."""
+        try:
+            client("dynamodb").put_item(
+                TableName=self._table,
+                Item=_to_item(message),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            existing = self.get(message.message_id)
+            if existing is None:  # pragma: no cover - deleted between the two calls
+                raise
+            return existing, False
+        stored = self.get(message.message_id)
+        assert stored is not None
+        return stored, True
+
+    def get(self, message_id: str) -> Message | None:
+        item = self._get_item(message_id)
+        return _from_item(item) if item else None
+
+    def _get_item(self, message_id: str) -> dict[str, Any] | None:
+        resp = client("dynamodb").get_item(
+            TableName=self._table, Key=self._key(message_id), ConsistentRead=True
+        )
+        item: dict[str, Any] | None = resp.get("Item")
+        return item
+
+    def claim_info(self, message_id: str) -> tuple[str | None, datetime | None]:
+        item = self._get_item(message_id) or {}
+        return item.get("claim_token", {}).get("S"), _dt(item.get("claimed_at"))
+
+    def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool:
+        """queued → sending under `token`; or, with take_over, a sending claim left by a dead
+        instance (that exact claim token) re-claimed. False when someone else holds it."""
+        values: dict[str, Any]
+        if take_over is None:
+            condition, values = "#state = :queued", {":queued": {"S": MessageState.QUEUED}}
+        else:
+            condition = "#state = :sending AND claim_token = :old"
+            values = {":sending": {"S": MessageState.SENDING}, ":old": {"S": take_over}}
+        try:
+            client("dynamodb").update_item(
+                TableName=self._table,
+                Key=self._key(message_id),
+                UpdateExpression=(
+                    "SET #state = :to, claim_token = :token, claimed_at = :now, updated_at = :now"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    **values,
+                    ":to": {"S": MessageState.SENDING},
+                    ":token": {"S": token},
+                    ":now": _n(now),
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def finish(
+        self,
+        message_id: str,
+        *,
+        state: MessageState,
+        now: datetime,
+        claim_token: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+        wechat_msgid: str | None = None,
+        errcode: int | None = None,
+        values: dict[str, str] | None = None,
+        appid: str | None = None,
+        count_attempt: bool = True,
+    ) -> bool:
+        """Moves the message to a terminal state (or back to queued), once.
+
+        With claim_token: only the holder of that claim may. Without: only from queued (a
+        decision taken before any claim, e.g. skipped or invalid).
+        """
+        sets = ["#state = :to", "updated_at = :now"]
+        removes = ["claim_token", "claimed_at"]
+        attr_values: dict[str, Any] = {":to": {"S": state}, ":now": _n(now)}
+        for name, value in (("reason", reason), ("detail", detail), ("wechat_msgid", wechat_msgid)):
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                attr_values[f":{name}"] = {"S": value}
+        if errcode is not None:
+            sets.append("errcode = :errcode")
+            attr_values[":errcode"] = {"N": str(errcode)}
+        if values is not None:
+            sets.append("#values = :values")
+            attr_values[":values"] = {"S": json.dumps(values, ensure_ascii=False, sort_keys=True)}
+        if state is MessageState.SENT:
+            sets.append("sent_at = :now")
+            if wechat_msgid is not None and appid is not None:
+                # Delivery callbacks name the message by WeChat's MsgID.
+                sets += ["gsi1pk = :gpk", "gsi1sk = :gsk"]
+                attr_values[":gpk"] = {"S": keys.wechat_msgid_index_pk(appid, wechat_msgid)}
+                attr_values[":gsk"] = {"S": message_id}
+        if state is MessageState.QUEUED and count_attempt:
+            sets.append("attempts = attempts + :one")
+            attr_values[":one"] = {"N": "1"}
+        if claim_token is not None:
+            condition = "#state = :sending AND claim_token = :claim"
+            attr_values[":sending"] = {"S": MessageState.SENDING}
+            attr_values[":claim"] = {"S": claim_token}
+        else:
+            condition = "#state = :queued"
+            attr_values[":queued"] = {"S": MessageState.QUEUED}
+        try:
+            client("dynamodb").update_item(
+                TableName=self._table,
+                Key=self._key(message_id),
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={
+                    "#state": "state",
+                    **({"#values": "values"} if values is not None else {}),
+                },
+                ExpressionAttributeValues=attr_values,
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True

@@ -1,0 +1,307 @@
+"""The quota table's share of sending: credits, the repeat guard, counters, pauses, rate limit.
+
+Every guard is one conditional write (or a transaction with a marker), so it holds across all
+sender instances and a redelivered record never consumes or refunds twice.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from wxreach.aws import keys
+from wxreach.aws.clients import client
+from wxreach.reach.ports import CreditOutcome, RepeatReservation
+
+# Credit markers outlive any redelivery or reconciliation of the message they belong to.
+CREDIT_MARKER_RETENTION_SECONDS = 90 * 24 * 3600
+RATE_WINDOW_RETENTION_SECONDS = 120
+COUNTER_RETENTION_SECONDS = 3 * 24 * 3600
+
+
+def _failed(exc: ClientError, code: str = "ConditionalCheckFailedException") -> bool:
+    return exc.response["Error"]["Code"] == code
+
+
+def _epoch(dt: datetime) -> int:
+    return int(dt.timestamp())
+
+
+class DynamoSendGuards:
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def _update(self, key: dict[str, Any], **kwargs: Any) -> bool:
+        try:
+            client("dynamodb").update_item(TableName=self._table, Key=key, **kwargs)
+        except ClientError as exc:
+            if _failed(exc):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _account_key(appid: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": keys.account_pk(appid)}, "sk": {"S": sk}}
+
+    @staticmethod
+    def _follower_key(appid: str, openid: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": keys.follower_pk(appid, openid)}, "sk": {"S": sk}}
+
+    # -- account pause (45009, 40164, 48004, 89503) -------------------------------------------
+    def paused_until(self, appid: str, channel: str, *, now: datetime) -> tuple[datetime, str] | None:
+        resp = client("dynamodb").get_item(
+            TableName=self._table, Key=self._account_key(appid, keys.pause_sk(channel)), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        if not item:
+            return None
+        until = int(item["until"]["N"])
+        if until <= _epoch(now):
+            return None
+        return datetime.fromtimestamp(until, UTC), item.get("reason", {}).get("S", "")
+
+    def pause(self, appid: str, channel: str, *, until: datetime, reason: str) -> None:
+        # Only ever extends a pause: two instances hitting 45009 and 40164 keep the later end.
+        self._update(
+            self._account_key(appid, keys.pause_sk(channel)),
+            UpdateExpression="SET #until = :until, reason = :reason, expires_at = :exp",
+            ConditionExpression="attribute_not_exists(#until) OR #until < :until",
+            ExpressionAttributeNames={"#until": "until"},
+            ExpressionAttributeValues={
+                ":until": {"N": str(_epoch(until))},
+                ":reason": {"S": reason},
+                ":exp": {"N": str(_epoch(until) + COUNTER_RETENTION_SECONDS)},
+            },
+        )
+
+    # -- per-account rate limit across instances ---------------------------------------------
+    def take_rate_permit(self, appid: str, channel: str, *, per_second: int, now: float) -> bool:
+        """One permit of this second's window (fixed one-second windows, one item each)."""
+        second = int(now)
+        return self._update(
+            self._account_key(appid, keys.counter_sk(f"rate-{channel}", str(second))),
+            UpdateExpression="ADD #count :one SET expires_at = :exp",
+            ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":limit": {"N": str(per_second)},
+                ":exp": {"N": str(second + RATE_WINDOW_RETENTION_SECONDS)},
+            },
+        )
+
+    # -- daily counters -----------------------------------------------------------------------
+    def reserve_daily(self, appid: str, name: str, *, day: str, cap: int) -> bool:
+        return self._update(
+            self._account_key(appid, keys.counter_sk(name, day)),
+            UpdateExpression="ADD #count :one SET expires_at = :exp",
+            ConditionExpression="attribute_not_exists(#count) OR #count < :cap",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":cap": {"N": str(cap)},
+                ":exp": {"N": str(int(time.time()) + COUNTER_RETENTION_SECONDS)},
+            },
+        )
+
+    def release_daily(self, appid: str, name: str, *, day: str) -> None:
+        self._update(
+            self._account_key(appid, keys.counter_sk(name, day)),
+            UpdateExpression="ADD #count :minus",
+            ConditionExpression="#count > :zero",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}},
+        )
+
+    def daily_count(self, appid: str, name: str, *, day: str) -> int:
+        resp = client("dynamodb").get_item(
+            TableName=self._table,
+            Key=self._account_key(appid, keys.counter_sk(name, day)),
+            ConsistentRead=True,
+        )
+        return int(resp.get("Item", {}).get("count", {}).get("N", "0"))
+
+    # -- anti-harassment repeat guard --------------------------------------------------------
+    def reserve_repeat(
+        self,
+        appid: str,
+        openid: str,
+        template_id: str,
+        digest: str,
+        *,
+        message_id: str,
+        now: datetime,
+        window_seconds: int,
+    ) -> RepeatReservation | None:
+        """Keeps the times of the last two sends of this content; a third inside the window is
+        refused (None). Idempotent per message: a redelivery finds its own reservation."""
+        key = self._follower_key(appid, openid, keys.repeat_guard_sk(template_id, digest))
+        ddb = client("dynamodb")
+        current = ddb.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
+        older, newer = current.get("older", {}).get("N"), current.get("newer", {}).get("N")
+        if newer is not None and current.get("newer_message", {}).get("S") == message_id:
+            previous = None if older in (None, "0") else older
+            return RepeatReservation(appid, openid, template_id, digest, newer, previous, message_id)
+        if self.repeat_blocked_by(current, now=now, window_seconds=window_seconds):
+            return None
+        stamp = str(_epoch(now))
+        values: dict[str, Any] = {
+            ":stamp": {"N": stamp},
+            ":mid": {"S": message_id},
+            ":exp": {"N": str(_epoch(now) + window_seconds + 3600)},
+        }
+        sets = ["newer = :stamp", "newer_message = :mid", "expires_at = :exp"]
+        if newer is None:
+            condition = "attribute_not_exists(newer)"
+            sets.append("older = :nothing")
+            values[":nothing"] = {"N": "0"}
+        else:
+            condition = "newer = :newer"
+            sets.append("older = :newer")
+            values[":newer"] = {"N": newer}
+        if not self._update(
+            key,
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+        ):
+            # Someone wrote in between: another delivery of this very message (then its
+            # reservation is ours too), or another send of this content (then decide again).
+            return self.reserve_repeat(
+                appid,
+                openid,
+                template_id,
+                digest,
+                message_id=message_id,
+                now=now,
+                window_seconds=window_seconds,
+            )
+        return RepeatReservation(appid, openid, template_id, digest, stamp, newer, message_id)
+
+    @staticmethod
+    def repeat_blocked_by(item: dict[str, Any], *, now: datetime, window_seconds: int) -> bool:
+        older = item.get("older", {}).get("N")
+        return older is not None and int(older) > _epoch(now) - window_seconds
+
+    def repeat_blocked(
+        self, appid: str, openid: str, template_id: str, digest: str, *, now: datetime, window_seconds: int
+    ) -> bool:
+        """Read-only: would a send of this content now be the third inside the window?"""
+        key = self._follower_key(appid, openid, keys.repeat_guard_sk(template_id, digest))
+        item = (
+            client("dynamodb").get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
+        )
+        return self.repeat_blocked_by(item, now=now, window_seconds=window_seconds)
+
+    def release_repeat(self, reservation: RepeatReservation) -> None:
+        """Undo a reservation whose send did not happen (only while it is still the newest)."""
+        key = self._follower_key(
+            reservation.appid,
+            reservation.openid,
+            keys.repeat_guard_sk(reservation.template_id, reservation.digest),
+        )
+        values: dict[str, Any] = {":mid": {"S": reservation.message_id}}
+        if reservation.previous is None:
+            expression = "REMOVE newer, older, newer_message"
+        else:
+            expression = "SET newer = :previous REMOVE newer_message"
+            values[":previous"] = {"N": reservation.previous}
+        self._update(
+            key,
+            UpdateExpression=expression,
+            ConditionExpression="newer_message = :mid",
+            ExpressionAttributeValues=values,
+        )
+
+    # -- subscription credits ----------------------------------------------------------------
+    def consume_credit(self, appid: str, openid: str, template_id: str, message_id: str) -> CreditOutcome:
+        """One one-time credit for this message, atomically with its marker; a long-term grant is
+        used without consuming anything."""
+        grant_key = self._follower_key(appid, openid, keys.subscription_sk(template_id))
+        marker_key = self._follower_key(appid, openid, keys.credit_use_sk(message_id))
+        ddb = client("dynamodb")
+        grant = ddb.get_item(TableName=self._table, Key=grant_key, ConsistentRead=True).get("Item", {})
+        if grant.get("long_term", {}).get("BOOL") and grant.get("status", {}).get("S") == "accepted":
+            return CreditOutcome.LONG_TERM
+        try:
+            ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {
+                                **marker_key,
+                                "template_id": {"S": template_id},
+                                "expires_at": {"N": str(int(time.time()) + CREDIT_MARKER_RETENTION_SECONDS)},
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": grant_key,
+                            "UpdateExpression": "ADD one_time_credits :minus",
+                            "ConditionExpression": "one_time_credits > :zero",
+                            "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":zero": {"N": "0"}},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if not _failed(exc, "TransactionCanceledException"):
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return CreditOutcome.ALREADY_CONSUMED  # this message took its credit before
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                return CreditOutcome.NONE
+            raise
+        return CreditOutcome.CONSUMED
+
+    def refund_credit(self, appid: str, openid: str, template_id: str, message_id: str) -> bool:
+        """Gives this message's credit back, once: the marker's deletion is the proof."""
+        try:
+            client("dynamodb").transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self._table,
+                            "Key": self._follower_key(appid, openid, keys.credit_use_sk(message_id)),
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._follower_key(appid, openid, keys.subscription_sk(template_id)),
+                            "UpdateExpression": "ADD one_time_credits :one",
+                            # A revoke since then withdrew every credit: nothing to give back.
+                            "ConditionExpression": (
+                                "attribute_exists(pk)"
+                                " AND (attribute_not_exists(#status) OR #status <> :revoked)"
+                            ),
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": {":one": {"N": "1"}, ":revoked": {"S": "revoked"}},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if _failed(exc, "TransactionCanceledException"):
+                return False
+            raise
+        return True
+
+    def clear_credits(self, appid: str, openid: str, template_id: str) -> None:
+        """43101: WeChat says this user has no authorisation left; believe it."""
+        self._update(
+            self._follower_key(appid, openid, keys.subscription_sk(template_id)),
+            UpdateExpression="SET one_time_credits = :zero, long_term = :false",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":zero": {"N": "0"}, ":false": {"BOOL": False}},
+        )

@@ -1,0 +1,99 @@
+"""One message to one recipient on one channel, and the batch records the senders consume.
+
+A message's id is derived from its origin (a single send, a journey action, a broadcast batch)
+and its recipient, so every redelivery of the same request names the same ledger record; for
+template messages it is also WeChat's `client_msg_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wxreach.reach.rendering import MessageContent
+from wxreach.wechat.identifiers import OPENID_PATTERN
+from wxreach.wechat.keywords import Channel
+
+ORIGIN_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+MESSAGE_ID_PATTERN = r"^m[0-9a-f]{31}$"
+# Recipients of one batch record: sent concurrently by one invocation.
+MAX_BATCH_RECIPIENTS = 100
+
+
+class MessageState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"  # WeChat accepted it (msgid); delivery is reported later by callbacks
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a rule of ours decided not to send (not following, no credit, repeat guard)
+    # Claimed by an instance that died during the WeChat call of a channel without an
+    # idempotency key (bizsend): never resent; the status updater reconciles it.
+    UNKNOWN = "unknown"
+
+
+TERMINAL_STATES = frozenset(
+    {MessageState.SENT, MessageState.FAILED, MessageState.SKIPPED, MessageState.UNKNOWN}
+)
+
+
+class OriginKind(StrEnum):
+    SINGLE = "single"  # POST /accounts/{appid}/messages
+    JOURNEY = "journey"  # an EventBridge journey action
+    BROADCAST = "broadcast"  # a batch of a broadcast (the splitter)
+
+
+class Origin(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: OriginKind
+    id: str = Field(pattern=ORIGIN_ID_PATTERN, description="Request, action or broadcast id")
+    batch_id: str | None = Field(default=None, pattern=ORIGIN_ID_PATTERN)
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    openid: str = Field(pattern=OPENID_PATTERN)
+    params: dict[str, Any] = Field(default_factory=dict, description="Customer parameters for {{name}}")
+
+
+class MessageBatch(BaseModel):
+    """A send-queue record: one content to up to MAX_BATCH_RECIPIENTS recipients."""
+
+    schema_version: int = 1
+    appid: str
+    channel: Channel
+    origin: Origin
+    content: MessageContent
+    recipients: list[Recipient] = Field(min_length=1, max_length=MAX_BATCH_RECIPIENTS)
+
+
+class Message(BaseModel):
+    """The ledger's record of one message (docs/data-model.md)."""
+
+    message_id: str
+    appid: str
+    channel: Channel
+    openid: str
+    template_id: str
+    origin: Origin
+    state: MessageState
+    reason: str | None = Field(default=None, description="Why it failed or was skipped")
+    detail: str | None = None
+    wechat_msgid: str | None = None
+    errcode: int | None = None
+    attempts: int = 0
+    values: dict[str, str] = Field(default_factory=dict, description="The keyword values as sent")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+def message_id_for(appid: str, channel: Channel, origin: Origin, openid: str) -> str:
+    """32 characters: a valid client_msg_id, the same for every redelivery of one request."""
+    source = "\x1f".join((appid, str(channel), str(origin.kind), origin.id, origin.batch_id or "", openid))
+    return "m" + hashlib.sha256(source.encode()).hexdigest()[:31]
