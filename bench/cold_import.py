@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 RUNTIME_PROVIDED = ("boto3",)  # the python3.12 Lambda runtime ships boto3 and its dependencies
 TARGET_RATIO = 1.25
+# Handlers of the sending core carry an HTTP client and the sender: their issue allows 1.5×.
+TARGET_RATIOS = {"template_sender_handler": 1.5}
 FIRST_PARTY = ("wxreach",)
 
 # Runs in the child. Nothing is imported before the timer but sys and time (both built in), so
@@ -322,7 +324,8 @@ def format_table(rows: list[dict[str, Any]], *, target: float = TARGET_RATIO) ->
         if row["variant"] == "baseline":
             verdict = "(baseline)"
         else:
-            verdict = f"≤ {target:.2f}×  " + ("meets" if row["ratio"] <= target else "ABOVE target")
+            goal = TARGET_RATIOS.get(row["module"], target)
+            verdict = f"≤ {goal:.2f}×  " + ("meets" if row["ratio"] <= goal else "ABOVE target")
         lines.append(
             f"{row['module']:<24}{row['variant']:<13}{row['median_ms']:>10.1f}{row['min_ms']:>9.1f}"
             f"{row['max_ms']:>9.1f}{row['modules']:>9}{row['ratio']:>7.2f}×{row['paired_ratio']:>7.2f}×"

@@ -419,6 +419,9 @@ def _play_sending(
     )["message"]
     _ok(wechat.post("/admin/faults/clear", json={}), "clearing faults")
     sent[failing["message_id"]] = failing
+    report.check(
+        credits(unlucky) == before[unlucky], "the failed send left that user's credit intact (both sides)"
+    )
     for openid in targets:
         message = _ok(
             api.post(

@@ -12,7 +12,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from wxreach import container
 from wxreach.observability import logger, metrics, tracer
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# Every record waiting is a normal outcome (an account pause), not a function error.
+# Every invocation sends: load the sender, the WeChat client and the stores during init.
+container.load_sending_stack()
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 class RetryLater(Exception):

@@ -6,19 +6,25 @@ records the calls at botocore's boundary and checks them against the template.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 import operator_api_handler
 import webhook_handler
 from tests.integration.conftest import AwsCall, call
+from tests.integration.test_sending import sqs_event, sub_batch, template_batch
 from tests.integration.test_webhook import NOW, push, safe
 from tests.support import wechat
 from tests.support.aws import SECRETS_PREFIX, AwsWorld
 from tests.support.fixtures import api_event, callback_xml
+from tests.support.lambda_context import FakeLambdaContext
+from tests.support.sending import SUB_TEMPLATE_ID, SendingWorld, sending_world
 from tests.support.template import load_template
+from wxreach.reach.messages import MessageBatch
 
 TEMPLATE = load_template()
 ACCOUNT_SECRETS = "AccountSecrets"
@@ -69,7 +75,7 @@ def used(calls: list[AwsCall], world: AwsWorld) -> set[Grant]:
                 ((kind, body),) = item.items()
                 action = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}.get(kind, kind)
                 needed.add((f"dynamodb:{action}", tables[body["TableName"]], None))
-        elif c.service == "dynamodb" and c.operation == "BatchGetItem":
+        elif c.service == "dynamodb" and c.operation in ("BatchGetItem", "BatchWriteItem"):
             needed |= {(f"dynamodb:{c.operation}", tables[name], None) for name in c.params["RequestItems"]}
         elif c.service == "dynamodb":
             needed.add((f"dynamodb:{c.operation}", tables[c.params["TableName"]], c.params.get("IndexName")))
@@ -120,3 +126,74 @@ def test_webhook_calls_are_all_granted(
     assert ("dynamodb:PutItem", "QuotaTable", None) in needed  # the grant transaction ran
     missing = needed - granted("WebhookFunction")
     assert not missing, f"WebhookFunction lacks {sorted(missing)}"
+
+
+@pytest.fixture
+def sending(monkeypatch: pytest.MonkeyPatch, aws_calls: list[AwsCall]) -> Iterator[SendingWorld]:
+    with sending_world(monkeypatch) as world:
+        aws_calls.clear()
+        yield world
+
+
+def _one(batch: MessageBatch) -> str:
+    return batch.model_dump_json()
+
+
+def test_template_sender_calls_are_all_granted(sending: SendingWorld, aws_calls: list[AwsCall]) -> None:
+    import template_sender_handler
+
+    openid = sending.followers[0]
+    sending.popup_accept(openid)
+    aws_calls.clear()
+    template = template_batch([openid], "perm-t")
+    subscribe = sub_batch([openid], "perm-s")
+    url = sending.aws.queues["SendQueue"]
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    receipt = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+    aws_calls.clear()
+    for body in (_one(template), _one(subscribe), "{not json"):
+        event = sqs_event([body])
+        event["Records"][0]["receiptHandle"] = receipt
+        template_sender_handler.lambda_handler(event, FakeLambdaContext())
+    sending.faults({"path": "/cgi-bin/message/template/send", "errcodes": {"-1": 1.0}})
+    event = sqs_event([_one(template_batch([sending.followers[1]], "perm-busy"))])
+    event["Records"][0]["receiptHandle"] = receipt
+    template_sender_handler.lambda_handler(event, FakeLambdaContext())
+    needed = used(aws_calls, sending.aws)
+    assert ("dynamodb:UpdateItem", "LedgerTable", None) in needed
+    assert ("sqs:ChangeMessageVisibility", "SendQueue", None) in needed
+    missing = needed - granted("TemplateSenderFunction")
+    assert not missing, f"TemplateSenderFunction lacks {sorted(missing)}"
+
+
+def test_operator_api_sending_calls_are_all_granted(sending: SendingWorld, aws_calls: list[AwsCall]) -> None:
+    openid = sending.followers[0]
+    sending.popup_accept(openid)
+    aws_calls.clear()
+    call(operator_api_handler, api_event("sync_templates"))
+    call(operator_api_handler, api_event("list_templates"))
+    call(operator_api_handler, api_event("check_keywords"))
+    call(operator_api_handler, api_event("preview_message"))
+    body = json.loads(api_event("send_message")["body"])
+    for channel, content in (
+        ("template", body["content"]),
+        ("subscribe", {"template_id": SUB_TEMPLATE_ID, "data": {"thing1": "x", "character_string2": "y"}}),
+    ):
+        sent = call(
+            operator_api_handler,
+            api_event(
+                "send_message", body={**body, "openid": openid, "channel": channel, "content": content}
+            ),
+        )
+        assert sent["statusCode"] == 200, sent["body"]
+    sending.faults({"path": "/cgi-bin/message/template/send", "errcodes": {"-1": 1.0}})
+    queued = call(
+        operator_api_handler,
+        api_event("send_message", body={**body, "openid": sending.followers[1], "request_id": "perm-q"}),
+    )
+    assert queued["statusCode"] == 202
+    needed = used(aws_calls, sending.aws)
+    assert ("sqs:SendMessage", "SendQueue", None) in needed
+    missing = needed - granted("OperatorApiFunction")
+    assert not missing, f"OperatorApiFunction lacks {sorted(missing)}"

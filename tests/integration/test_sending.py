@@ -475,3 +475,17 @@ def _rate_windows(world: SendingWorld) -> dict[str, int]:
         },
     )["Items"]
     return {item["sk"]["S"]: int(item["count"]["N"]) for item in items}
+
+
+def test_a_batch_whose_every_record_waits_is_not_a_function_error(world: SendingWorld) -> None:
+    import template_sender_handler
+
+    world.faults({"path": "/cgi-bin/message/template/send", "errcodes": {"45009": 1.0}})
+    url = world.aws.queues["SendQueue"]
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    receipt = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+    event = sqs_event([template_batch(world.followers[:1], "all-wait").model_dump_json()])
+    event["Records"][0]["receiptHandle"] = receipt
+    response = template_sender_handler.lambda_handler(event, FakeLambdaContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}

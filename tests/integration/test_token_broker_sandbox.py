@@ -35,7 +35,7 @@ def _dynamodb_writes_are_atomic(monkeypatch: pytest.MonkeyPatch) -> None:
     # DynamoDB applies each conditional write atomically; moto's in-process backend does not
     # lock, so threads could interleave inside one UpdateItem. Serialise calls at the SDK boundary.
     lock = threading.Lock()
-    original = BaseClient._make_api_call
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def serialised(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
         with lock:
@@ -236,17 +236,20 @@ def test_force_refresh_only_when_wechat_keeps_the_rejected_token_and_counted(
 def test_store_counts_force_refreshes_per_china_day(table: str, sandbox_clock: ManualClock) -> None:
     store = DynamoTokenStore(table)
     start = sandbox_clock.now()  # 2024-06-01 00:00 China time
-    limits = {"max_per_day": 20, "min_interval": 30.0}
+
+    def force(now: float, day: str) -> bool:
+        return store.record_force_refresh(APPID, now=now, day=day, max_per_day=20, min_interval=30.0)
+
     for n in range(20):
         now = start + 31 * n
-        assert store.record_force_refresh(APPID, now=now, day=china_day(now), **limits)
+        assert force(now, china_day(now))
     last = start + 31 * 19
-    assert not store.record_force_refresh(APPID, now=last + 31, day=china_day(last + 31), **limits)
-    assert not store.record_force_refresh(APPID, now=last + 10, day=china_day(last + 10), **limits)
+    assert not force(last + 31, china_day(last + 31))
+    assert not force(last + 10, china_day(last + 10))
     next_day = start + 24 * 3600
     assert china_day(next_day) != china_day(start)
-    assert store.record_force_refresh(APPID, now=next_day, day=china_day(next_day), **limits)
-    assert not store.record_force_refresh(APPID, now=next_day + 29, day=china_day(next_day), **limits)
+    assert force(next_day, china_day(next_day))
+    assert not force(next_day + 29, china_day(next_day))
     record = store.read(APPID)
     assert record is not None
     assert (record.force_day, record.force_count, record.last_force_at) == (china_day(next_day), 1, next_day)

@@ -23,9 +23,25 @@ VALID = [
     ("time", "2019年10月1日 15:01"),
     ("time", "15:01~16:30"),
     ("time", "2023-09-12 19:43"),
+    ("time", "2023-09-12T19:43"),
+    ("time", "15:01:30"),
+    ("time", "3月5日 9:30~11:00"),
+    ("time", "2020.05.06 08:30"),
+    ("time", "2019年10月1日15:01"),
     ("date", "2019年10月1日"),
     ("date", "2019年10月1日 15:01"),
     ("date", "2019年10月1日~2019年10月3日"),
+    ("date", "2019年10月"),
+    ("date", "10月1日"),
+    ("date", "2月29日"),
+    ("date", "2018-01-01"),
+    ("date", "2018/01/01"),
+    ("date", "2018.01.01"),
+    ("date", "2018-01"),
+    ("date", "01-01"),
+    ("date", "2018/1/1"),
+    ("date", "2020.05.06 08:30"),
+    ("date", "2019年10月1日 08:00~10:00"),
     ("amount", "¥12.50"),
     ("amount", "$100元"),
     ("amount", "￥" + "1" * 12),
@@ -57,6 +73,15 @@ INVALID = [
     ("date", "15:01"),
     ("date", "2019年13月1日"),
     ("date", "yesterday"),
+    ("date", "2019年2月29日"),
+    ("date", "2月30日"),
+    ("date", "2018-02-30"),
+    ("date", "2018-01/01"),
+    ("date", "2018.01.0110:00"),
+    ("date", "2018/01/01T10:00"),
+    ("time", "15:01~16:00~17:00"),
+    ("time", "15:61"),
+    ("time", "15:01:60"),
     ("amount", "12.50"),
     ("amount", "¥¥12"),
     ("amount", "¥12.5.0"),
@@ -108,9 +133,42 @@ def test_enum_accepts_only_its_values() -> None:
     assert check_value(S, "enum", "已签收", ("待发货", "已发货")) == "invalid"
 
 
-def test_iso_dates_can_be_refused() -> None:
-    assert check_value(T, "date", "2023-09-12", iso_datetime=True) is None
-    assert check_value(T, "date", "2023-09-12", iso_datetime=False) == "invalid"
+def test_iso_datetimes_can_be_refused_but_iso_dates_cannot() -> None:
+    # `2018-01-01` is a documented form; a `-`-joined date followed by a time is UNCONFIRMED (§2.3)
+    for value in ("2023-09-12", "2023-09", "09-12", "2023/09/12 19:43"):
+        assert check_value(T, "date", value, iso_datetime=False) is None
+    for value in ("2023-09-12 19:43", "2023-09-12T19:43", "09-12 19:43"):
+        assert check_value(T, "date", value, iso_datetime=True) is None
+        assert check_value(T, "date", value, iso_datetime=False) == "invalid"
+        assert check_value(T, "time", value, iso_datetime=False) == "invalid"
+
+
+GOOD = {
+    "thing": "咖啡豆",
+    "number": "12",
+    "letter": "abc",
+    "symbol": "%#",
+    "character_string": "ORD-1",
+    "time": "15:01",
+    "date": "2019年10月1日",
+    "amount": "¥8",
+    "phone_number": "+86-0766",
+    "car_number": "粤A8Z888",
+    "name": "Li Lei",
+    "phrase": "配送中",
+    "const": "已支付",
+    "enum": "已支付",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GOOD))
+@pytest.mark.parametrize("control", ["\n", "\t", "\r", "\x00", "\x7f", "\x85"])
+def test_control_characters_are_refused_in_every_type(kind: str, control: str) -> None:
+    family = S if kind == "enum" else T
+    good = GOOD[kind]
+    assert check_value(family, kind, good, (good,)) is None
+    for value in (good + control, control + good, good[:1] + control + good[1:]):
+        assert check_value(family, kind, value, (good, value)) == "invalid", repr(value)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import unicodedata
 from datetime import date
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxreach.wechat.keywords import (
@@ -24,7 +24,7 @@ T, S = Channel.TEMPLATE, Channel.SUBSCRIBE
 STATUS = ("已支付", "已退款")
 
 ACCEPTED = [
-    ("thing", "iPhone 15 Pro 蓝色 256G"),
+    ("thing", "iPhone 15 蓝色 256G"),
     ("thing", "中" * 20),
     ("number", "12345"),
     ("number", "3.14"),
@@ -172,6 +172,8 @@ def test_booleans_and_non_finite_numbers_are_refused() -> None:
 
 
 # --- properties ------------------------------------------------------------------------------
+# no per-example deadline: the tests share CPUs with parallel workers, the rules are microseconds
+RELAXED = settings(deadline=None)
 KINDS = sorted(KNOWN_TYPES)
 PRINTABLE = st.characters(exclude_categories=("Cc", "Cs"))
 CONTROL = st.characters(categories=("Cc",))
@@ -198,16 +200,19 @@ GOOD = {
 }
 
 
+@RELAXED
 @given(st.text(PRINTABLE, min_size=1, max_size=20))
 def test_thing_of_1_to_20_code_points_is_accepted(value: str) -> None:
     assert check_value("thing", value, T) is None
 
 
+@RELAXED
 @given(st.text(PRINTABLE, min_size=21, max_size=60))
 def test_thing_over_20_code_points_is_refused(value: str) -> None:
     assert check_value("thing", value, S) == f"{len(value)} characters, at most 20"
 
 
+@RELAXED
 @given(st.sampled_from(sorted(GOOD)), st.sampled_from(list(Channel)), CONTROL, st.integers(0, 20))
 def test_a_control_character_is_refused_in_every_type(
     kind: str, channel: Channel, control: str, at: int
@@ -219,17 +224,20 @@ def test_a_control_character_is_refused_in_every_type(
     )
 
 
+@RELAXED
 @given(st.text(string.ascii_letters + string.digits + "-_#", max_size=20), CJK, st.integers(0, 20))
 def test_character_string_with_any_chinese_is_refused(base: str, chinese: str, at: int) -> None:
     value = base[:at] + chinese + base[at:]
     assert check_value("character_string", value, T) == "contains Chinese characters"
 
 
+@RELAXED
 @given(st.text(string.ascii_letters + string.digits + string.punctuation, min_size=1, max_size=32))
 def test_character_string_of_ascii_up_to_32_is_accepted(value: str) -> None:
     assert check_value("character_string", value, S) is None
 
 
+@RELAXED
 @given(CURRENCY, st.integers(1, 16), st.integers(0, 16), st.booleans(), st.sampled_from(list(Channel)))
 def test_amount_digit_limit_is_12_for_templates_and_10_for_subscriptions(
     currency: str, digits: int, decimals: int, yuan: bool, channel: Channel
@@ -242,6 +250,7 @@ def test_amount_digit_limit_is_12_for_templates_and_10_for_subscriptions(
     assert reason == (None if digits <= limit else f"{digits} digits, at most {limit}")
 
 
+@RELAXED
 @given(st.text(string.digits, min_size=1, max_size=40), st.text(string.digits, max_size=10))
 def test_number_is_digits_with_optional_decimals_up_to_32(whole: str, fraction: str) -> None:
     value = whole + ("." + fraction if fraction else "")
@@ -249,6 +258,7 @@ def test_number_is_digits_with_optional_decimals_up_to_32(whole: str, fraction: 
     assert (check_value("number", value, T) is None) == (digits <= 32)
 
 
+@RELAXED
 @given(
     st.text(ASCII_LETTERS, min_size=1, max_size=32), st.characters(exclude_characters=string.ascii_letters)
 )
@@ -257,22 +267,26 @@ def test_letter_is_ascii_letters_only(value: str, other: str) -> None:
     assert check_value("letter", value + other, T) is not None
 
 
+@RELAXED
 @given(st.text(st.characters(categories=("P", "S")), min_size=1, max_size=8))
 def test_symbol_is_up_to_5_punctuation_or_symbols(value: str) -> None:
     assert (check_value("symbol", value, S) is None) == (len(value) <= 5)
 
 
+@RELAXED
 @given(st.text(CJK, min_size=1, max_size=8))
 def test_phrase_is_up_to_5_chinese_characters(value: str) -> None:
     assert (check_value("phrase", value, S) is None) == (len(value) <= 5)
 
 
+@RELAXED
 @given(st.text(CJK, min_size=1, max_size=6), st.text(ASCII_LETTERS, max_size=6))
 def test_name_with_chinese_counts_everything_against_10(chinese: str, latin: str) -> None:
     value = chinese + latin
     assert (check_value("name", value, T) is None) == (len(value) <= 10)
 
 
+@RELAXED
 @given(st.lists(st.text(ASCII_LETTERS, min_size=1, max_size=8), min_size=1, max_size=4), st.integers(0, 9))
 def test_latin_name_is_up_to_20_letters_and_inner_spaces_without_digits(words: list[str], digit: int) -> None:
     value = " ".join(words)
@@ -311,6 +325,7 @@ TIMES = st.builds(
 )
 
 
+@RELAXED
 @given(dates(), st.none() | TIMES)
 def test_every_documented_date_form_of_a_real_date_is_accepted(
     dated: tuple[date, str], time: str | None
@@ -320,6 +335,7 @@ def test_every_documented_date_form_of_a_real_date_is_accepted(
     assert check_value("date", value, T) is None
 
 
+@RELAXED
 @given(st.integers(2000, 2100), st.integers(1, 12), st.integers(29, 39), st.sampled_from("-/."))
 def test_dates_must_exist(year: int, month: int, day: int, joiner: str) -> None:
     try:
@@ -331,6 +347,7 @@ def test_dates_must_exist(year: int, month: int, day: int, joiner: str) -> None:
         assert (check_value("date", value, T) is None) == exists
 
 
+@RELAXED
 @given(st.none() | dates(), TIMES, st.none() | TIMES)
 def test_time_is_24_hour_optionally_after_a_date_and_ranges(
     dated: tuple[date, str] | None, start: str, end: str | None
@@ -340,17 +357,20 @@ def test_time_is_24_hour_optionally_after_a_date_and_ranges(
     assert check_value("time", value, S) is None
 
 
+@RELAXED
 @given(st.integers(24, 99), st.integers(0, 59))
 def test_time_past_23_hours_is_refused(hour: int, minute: int) -> None:
     assert check_value("time", f"{hour}:{minute:02d}", T) is not None
 
 
+@RELAXED
 @given(st.sampled_from(KINDS), st.sampled_from(list(Channel)))
 def test_empty_is_refused_except_const(kind: str, channel: Channel) -> None:
     reason = check_value(kind, "", channel, enum=STATUS)
     assert reason == (None if kind == "const" else "is empty")
 
 
+@RELAXED
 @given(st.text(PRINTABLE, min_size=1, max_size=30), st.lists(st.text(PRINTABLE, max_size=25), max_size=4))
 def test_const_and_enum_accept_only_approved_values(value: str, approved: list[str]) -> None:
     listed = value in approved
@@ -358,6 +378,7 @@ def test_const_and_enum_accept_only_approved_values(value: str, approved: list[s
     assert (check_value("const", value, T, enum=approved) is None) == (listed and len(value) <= 20)
 
 
+@RELAXED
 @given(
     st.text(string.ascii_lowercase + "_", min_size=1, max_size=12).filter(lambda k: k not in KNOWN_TYPES),
     st.text(PRINTABLE, min_size=1, max_size=60),
@@ -366,11 +387,13 @@ def test_unknown_types_pass_after_the_universal_checks(kind: str, value: str) ->
     assert check_value(kind, value, T) is None
 
 
+@RELAXED
 @given(st.sampled_from(KINDS), st.integers(1, 99))
 def test_keyword_type_of_a_known_type(kind: str, number: int) -> None:
     assert keyword_type(f"{kind}{number}") == (kind, True)
 
 
+@RELAXED
 @given(
     st.sampled_from(KINDS) | st.text(string.ascii_lowercase + "_", min_size=1, max_size=10),
     st.integers(1, 99),
@@ -387,6 +410,7 @@ def test_a_keyword_reason_always_starts_with_the_key(
         assert check_value(kind, value, channel, enum=STATUS) is None
 
 
+@RELAXED
 @given(
     st.sampled_from(KINDS),
     st.integers(-(10**40), 10**40) | st.floats(allow_nan=False, allow_infinity=False),

@@ -77,6 +77,16 @@ def callback_service() -> CallbackService:
 
 
 # -- sending: imported lazily so the webhook never loads httpx or the sender ---------------------
+def load_sending_stack() -> None:
+    """Imports (creates nothing) what send_queue_consumer() needs, for the sender's init."""
+    import wxreach.aws.ledger_store
+    import wxreach.aws.send_guards
+    import wxreach.aws.send_queue
+    import wxreach.aws.template_store
+    import wxreach.aws.token_store
+    import wxreach.reach.sending  # noqa: F401
+
+
 @functools.cache
 def wechat() -> WeChatClient:
     from wxreach.wechat.api import WeChatClient
