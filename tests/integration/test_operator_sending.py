@@ -152,3 +152,26 @@ def test_unknown_message_and_bad_ids_are_4xx(world: SendingWorld) -> None:
     assert api("get_message")["statusCode"] == 404
     bad = api("get_message", path_parameters={"appid": wechat.APPID, "message_id": "not-a-message-id"})
     assert bad["statusCode"] == 422
+
+
+def test_synced_long_term_template_makes_the_webhooks_grant_long_term(world: SendingWorld) -> None:
+    import time
+
+    import webhook_handler
+    from tests.support.fixtures import callback_xml
+
+    world.admin_call(
+        "POST",
+        f"/accounts/{wechat.APPID}/subscription-templates",
+        {"pri_tmpl_id": "SUB_GOV_NOTICE", "title": "办事进度", "type": "long_term", "keywords": ["thing1"]},
+    )
+    assert api("sync_templates")["statusCode"] == 200
+    xml = callback_xml("subscribe_msg_popup_single", CreateTime=str(int(time.time()))).replace(
+        "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc", "SUB_GOV_NOTICE"
+    )
+    push = wechat.plaintext_push(xml)
+    resp = call(webhook_handler, api_event("webhook_push", query=push.query, body=push.body))
+    assert resp["statusCode"] == 200, resp["body"]
+    view = json_body(api("get_follower"))
+    (grant,) = [g for g in view["subscriptions"] if g["template_id"] == "SUB_GOV_NOTICE"]
+    assert grant["long_term"] is True and grant["one_time_credits"] == 0
