@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -46,7 +47,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -56,17 +57,24 @@ import httpx
 from wxreach.aws import keys
 from wxreach.errors import Conflict, NotFound
 from wxreach.observability import logger
-from wxreach.reach.accounts import Account, AccountDirectory, EncryptionMode
+from wxreach.reach.accounts import Account, EncryptionMode
 from wxreach.reach.followers import (
     Follower,
-    FollowerRegistry,
     SubscriptionGrant,
     SubscriptionKind,
     SubscriptionStatus,
     WriteOutcome,
 )
 from wxreach.reach.messages import Message, MessageBatch, MessageState, Origin, OriginKind, Recipient
-from wxreach.reach.ports import CreditOutcome, MessageLedger, RepeatReservation, SendGuards, TemplateCatalog
+from wxreach.reach.ports import (
+    AccountDirectory,
+    CreditOutcome,
+    FollowerRegistry,
+    MessageLedger,
+    RepeatReservation,
+    SendGuards,
+    TemplateCatalog,
+)
 from wxreach.reach.rendering import MessageContent
 from wxreach.reach.sending import TEMPLATE_DAILY_COUNTER, SendPolicy, SendService
 from wxreach.reach.template_service import TemplateService
@@ -405,7 +413,9 @@ class MemoryFollowerRegistry:
     def touch_interaction(self, appid: str, openid: str, *, at: datetime, message: bool = False) -> None:
         t = _epoch(at)
         with self._table.lock:
-            for attribute in ("last_interaction_at", "last_message_at") if message else ("last_interaction_at",):
+            for attribute in (
+                ("last_interaction_at", "last_message_at") if message else ("last_interaction_at",)
+            ):
                 current = self._table.get(keys.follower_pk(appid, openid), keys.FOLLOWER_SK) or {}
                 if current.get(attribute) is None or current[attribute] < t:
                     self._table.upsert(keys.follower_pk(appid, openid), keys.FOLLOWER_SK)[attribute] = t
@@ -519,7 +529,11 @@ class MemoryAccountDirectory:
         now = int(time.time())
         with self._table.lock:
             item = self._table.get(keys.account_pk(account.appid), keys.ACCOUNT_SK)
-            stale = item is not None and item.get("state") == "pending" and item["reserved_at"] < now - 60
+            stale = (
+                item is not None
+                and item.get("state") == "pending"
+                and item["reserved_at"] < now - self.RESERVATION_TIMEOUT_SECONDS
+            )
             if item is not None and not stale:
                 raise Conflict(f"account {account.appid} already exists", reason="account_exists")
             self._table.put(
@@ -727,7 +741,7 @@ def moto_dynamodb() -> Iterator[tuple[Ports, Counter[str]]]:
 
     calls: Counter[str] = Counter()
     lock = threading.Lock()
-    original = BaseClient._make_api_call
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def serialised(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
         if self.meta.service_model.service_name == "dynamodb":
@@ -738,7 +752,7 @@ def moto_dynamodb() -> Iterator[tuple[Ports, Counter[str]]]:
 
     region = os.environ.get("AWS_DEFAULT_REGION")
     os.environ["AWS_DEFAULT_REGION"] = region or "us-east-1"
-    BaseClient._make_api_call = serialised  # type: ignore[method-assign]
+    BaseClient._make_api_call = serialised  # type: ignore[attr-defined]
     reset_clients()
     try:
         with mock_aws():
@@ -746,7 +760,7 @@ def moto_dynamodb() -> Iterator[tuple[Ports, Counter[str]]]:
             yield dynamo_ports(tables["QuotaTable"], tables["LedgerTable"]), calls
     finally:
         reset_clients()
-        BaseClient._make_api_call = original  # type: ignore[method-assign]
+        BaseClient._make_api_call = original  # type: ignore[attr-defined]
         if region is None:
             os.environ.pop("AWS_DEFAULT_REGION", None)
 
@@ -756,9 +770,19 @@ class SandboxProcess:
     """`python -m local.sandbox --port 0 --seed 1` as a child process, and its admin API."""
 
     def __init__(self, *, seed: int = SANDBOX_SEED, start_timeout: float = 30.0) -> None:
-        self._log = tempfile.TemporaryFile(mode="w+", prefix="wxreach-bench-sandbox-")
+        self._log = tempfile.TemporaryFile(mode="w+", prefix="wxreach-bench-sandbox-")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "local.sandbox", "--host", "127.0.0.1", "--port", "0", "--seed", str(seed)],
+            [
+                sys.executable,
+                "-m",
+                "local.sandbox",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--seed",
+                str(seed),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -795,7 +819,9 @@ class SandboxProcess:
             if match:
                 return match.group(1)
         self._log.seek(0)
-        raise RuntimeError(f"the sandbox did not start (exit {self._proc.poll()}): {self._log.read()[-2000:]}")
+        raise RuntimeError(
+            f"the sandbox did not start (exit {self._proc.poll()}): {self._log.read()[-2000:]}"
+        )
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         resp = self.admin.request(method, "/admin" + path, json=body)
@@ -979,7 +1005,9 @@ class Run:
             "all_sent": self.ok,
             "sender_cpu_ms_per_msg": round(self.sender_cpu_s * 1000 / self.messages, 3),
             "sandbox_cpu_ms_per_msg": (
-                round(self.sandbox_cpu_s * 1000 / self.messages, 3) if self.sandbox_cpu_s is not None else None
+                round(self.sandbox_cpu_s * 1000 / self.messages, 3)
+                if self.sandbox_cpu_s is not None
+                else None
             ),
             "dynamodb_calls": self.dynamodb_calls,
         }
@@ -989,7 +1017,7 @@ class Run:
 def _log_to_devnull() -> Iterator[None]:
     """The sender logs one JSON line per message at INFO, as deployed; here into /dev/null."""
     handler = logger.registered_handler
-    if not isinstance(handler, __import__("logging").StreamHandler):
+    if not isinstance(handler, logging.StreamHandler):
         yield
         return
     with open(os.devnull, "w", encoding="utf-8") as sink:
@@ -1048,7 +1076,7 @@ class Plan:
     sequential: int = 60
     rounds: int = 3
     moto: bool = True
-    warmup: int = field(default=0)  # 0: 2 × concurrency
+    warmup: int = 0  # 0: 2 × concurrency
 
     @classmethod
     def quick(cls) -> Plan:
@@ -1135,14 +1163,22 @@ def measure(plan: Plan, out: Out = print) -> dict[str, Any]:
             with moto_dynamodb() as (ports, calls):
                 sender = build_sender(ports, sandbox.url, openids, (c, 1))
                 try:
-                    send_run(sender, sandbox, label="warm-up", concurrency=c, openids=openids[:warmup], tag="mwc")
+                    send_run(
+                        sender, sandbox, label="warm-up", concurrency=c, openids=openids[:warmup], tag="mwc"
+                    )
                     send_run(sender, sandbox, label="warm-up", concurrency=1, openids=openids[:3], tag="mws")
                     for label, conc, sample, tag in (
                         (f"moto: concurrent C={c}", c, openids, "mc"),
                         ("moto: sequential C=1", 1, openids[: plan.sequential], "ms"),
                     ):
                         run = send_run(
-                            sender, sandbox, label=label, concurrency=conc, openids=sample, tag=tag, dynamodb=calls
+                            sender,
+                            sandbox,
+                            label=label,
+                            concurrency=conc,
+                            openids=sample,
+                            tag=tag,
+                            dynamodb=calls,
                         )
                         moto_runs.append(run)
                         out(_format_row(run))
@@ -1227,7 +1263,9 @@ def plan_from(args: argparse.Namespace, *, quick: bool, prefix: str = "") -> Pla
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="200 followers, 20 sequential, 1 round")
     add_arguments(parser)
     args = parser.parse_args(argv)

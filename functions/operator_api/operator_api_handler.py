@@ -33,7 +33,7 @@ from wxreach.reach.rendering import JumpTarget, MessageContent
 from wxreach.reach.templates import Template
 from wxreach.wechat.errcodes import RetryLater, WeChatApiError
 from wxreach.wechat.identifiers import OPENID_PATTERN, TEMPLATE_ID_PATTERN
-from wxreach.wechat.keywords import Channel
+from wxreach.wechat.keywords import Channel, describe_rule
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -64,6 +64,10 @@ class TemplateSyncResponse(BaseModel):
 
 class TemplateList(BaseModel):
     templates: list[Template]
+
+
+class TemplateDetail(Template):
+    rules: dict[str, str] = Field(description="Each keyword's value rule, in words")
 
 
 class PreviewRequest(BaseModel):
@@ -162,13 +166,18 @@ def list_templates(appid: AppId, channel: Annotated[Channel | None, Query()] = N
     return TemplateList(templates=container.template_service().list(appid, channel))
 
 
-@app.get("/accounts/<appid>/templates/<channel>/<template_id>", summary="One template: keywords with types")
-def get_template(appid: AppId, channel: Channel, template_id: TemplateId) -> Template:
+@app.get(
+    "/accounts/<appid>/templates/<channel>/<template_id>",
+    summary="One template: keywords with types and rules",
+)
+def get_template(appid: AppId, channel: Channel, template_id: TemplateId) -> TemplateDetail:
     container.accounts().get(appid)
     template = container.template_service().get(appid, channel, template_id)
     if template is None:
         raise NotFound("no such template on this account (sync first?)", reason="unknown_template")
-    return template
+    return TemplateDetail(
+        **template.model_dump(), rules={k.name: describe_rule(k.type, channel) for k in template.keywords}
+    )
 
 
 @app.post("/accounts/<appid>/messages/preview", summary="Final values, violations and lint for samples")

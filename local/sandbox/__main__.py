@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--callback-retries", type=int, default=limits.CALLBACK_RETRIES)
     p.add_argument("--callback-retry-delay", type=float, default=1.0, help="real seconds between attempts")
     p.add_argument("--callback-workers", type=int, default=4)
-    p.add_argument("--strict-datetime", action="store_true", help="reject ISO dates in time/date keywords")
+    p.add_argument(
+        "--strict-datetime", action="store_true", help="reject ISO date-times in time/date keywords"
+    )
     p.add_argument(
         "--wall-clock-callbacks",
         action="store_true",

@@ -14,7 +14,7 @@ class SandboxConfig:
     callback_retries: int = limits.CALLBACK_RETRIES
     callback_retry_delay_s: float = 1.0  # real seconds between attempts (WeChat's spacing is unpublished)
     callback_workers: int = 4
-    # ISO dates in time/date keywords are UNCONFIRMED (§2.3); False rejects them to stay on the safe side
+    # ISO date-times in time/date keywords are UNCONFIRMED (§2.3): False rejects them (dates alone pass)
     accept_iso_datetime: bool = True
     # True stamps callbacks with wall-clock time, so a webhook with a replay window still accepts them
     # after the sandbox clock was advanced

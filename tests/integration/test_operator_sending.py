@@ -14,6 +14,7 @@ from tests.integration.conftest import call, json_body
 from tests.support import wechat
 from tests.support.fixtures import api_event
 from tests.support.sending import SUB_TEMPLATE_ID, TEMPLATE_ID, SendingWorld, sending_world
+from wxreach.wechat.keywords import Channel, describe_rule
 
 
 @pytest.fixture
@@ -66,11 +67,14 @@ def test_template_sync_list_and_get(world: SendingWorld) -> None:
         ("amount2", "amount"),
         ("character_string3", "character_string"),
     ]
+    assert "no Chinese" in got["rules"]["character_string3"]
+    assert "12 digits" in got["rules"]["amount2"]
     sub = api(
         "get_template",
         path_parameters={"appid": wechat.APPID, "channel": "subscribe", "template_id": SUB_TEMPLATE_ID},
     )
     assert json_body(sub)["kind"] == "one_time"
+    assert "10 digits" in describe_rule("amount", Channel.SUBSCRIBE)
 
 
 def test_templates_deleted_in_wechat_disappear_on_the_next_sync(world: SendingWorld) -> None:

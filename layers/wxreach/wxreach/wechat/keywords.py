@@ -102,6 +102,35 @@ TIME_FORMS: Final = "HH:MM or HH:MM:SS, optionally after a date; a range a~b"
 DATE_FORMS: Final = "y年m月d日, y年m月, m月d日, 2018-01-01, 2018/01/01, 2018.01.01, 2018-01, 01-01"
 
 
+def describe_rule(kind: str, channel: Channel) -> str:
+    """The rule of a keyword type on a channel, in words, for operators (template detail)."""
+    rules = {
+        "thing": f"up to {THING_MAX_CHARS} characters of any kind",
+        "number": f"digits only (decimals allowed), up to {NUMBER_MAX_DIGITS}",
+        "letter": f"up to {LETTER_MAX_CHARS} ASCII letters",
+        "symbol": f"up to {SYMBOL_MAX_CHARS} punctuation or symbol characters",
+        "character_string": (
+            f"up to {CHARACTER_STRING_MAX_CHARS} ASCII letters, digits and symbols; no Chinese"
+        ),
+        "time": TIME_FORMS,
+        "date": DATE_FORMS + "; optionally a 24-hour time; a range a~b",
+        "amount": f"one currency symbol, then up to {AMOUNT_MAX_DIGITS[channel]} digits (decimals allowed), "
+        "optionally ending in 元",
+        "phone_number": f"up to {PHONE_NUMBER_MAX_CHARS} digits and symbols",
+        "car_number": f"up to {CAR_NUMBER_MAX_CHARS} characters; first and last may be Chinese, the rest "
+        "letters and digits",
+        "name": f"up to {NAME_MAX_CHINESE_CHARS} characters with Chinese, else up to {NAME_MAX_LATIN_CHARS} "
+        "letters and symbols",
+        "phrase": f"up to {PHRASE_MAX_CHARS} Chinese characters",
+        "const": f"one of the approved values (up to {CONST_MAX_CHARS} characters), or empty",
+        "enum": "one of the template's enumerated values",
+    }
+    if kind in rules and kind not in CHANNEL_TYPES[channel]:
+        return f"not a keyword type of {_CHANNEL_NAMES[channel]}"
+    text = rules.get(kind, "undocumented type: only 'not empty' and 'no control characters' are checked")
+    return text + ("; never empty" if kind != "const" else "") + "; no control characters"
+
+
 def is_chinese(ch: str) -> bool:
     cp = ord(ch)
     return any(low <= cp <= high for low, high in CHINESE_RANGES)
