@@ -66,7 +66,7 @@ openapi: $(STAMP) ## Regenerate docs/openapi.json from the operator API's code
 	$(PY) scripts/export_openapi.py
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks (cold import, webhook per-event work vs wechatpy)
+bench: $(STAMP) ## Benchmarks (cold import, webhook per-event work vs wechatpy, sender throughput)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench.run
 
