@@ -3,6 +3,9 @@ IAM-authorised when deployed."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
 from typing import Annotated, Any
 
@@ -279,8 +282,46 @@ def invalid_request(exc: RequestValidationError) -> Response:
     )
 
 
+def _unreadable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A JSON body Python cannot hold (nesting too deep, a number over 4 300 digits, a lone
+    surrogate) is the caller's 400, before the resolver trips over it. Plain syntax errors are
+    left to the resolver's validation (422 / 415)."""
+    body = event.get("body")
+    if not body:
+        return None
+    try:
+        raw = base64.b64decode(body) if event.get("isBase64Encoded") else body
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    except (ValueError, RecursionError, binascii.Error):
+        parsed = _UNREADABLE
+    if parsed is not _UNREADABLE:
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+            return None
+        except (ValueError, RecursionError):
+            pass
+    return {
+        "statusCode": 400,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(
+            {
+                "error": "malformed_json",
+                "message": "the body is not JSON wxreach can read (nesting, size or text)",
+            }
+        ),
+    }
+
+
+_UNREADABLE = object()
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    refused = _unreadable_body(event)
+    if refused is not None:
+        return refused
     return app.resolve(event, context)

@@ -365,7 +365,7 @@ class LocalStack:
 
     # -- idleness ---------------------------------------------------------------------------------
 
-    def busy_reasons(self) -> list[str]:
+    def busy_reasons(self, *, ignore_delayed: bool = False) -> list[str]:
         """What keeps the stack from being idle right now (empty list: idle)."""
         reasons = []
         if self.runtime.tracker.in_progress:
@@ -381,6 +381,8 @@ class LocalStack:
                 ],
             )["Attributes"]
             counts = {k.removeprefix("ApproximateNumberOf"): int(v) for k, v in attributes.items() if int(v)}
+            if ignore_delayed:
+                counts.pop("MessagesDelayed", None)
             if counts:
                 reasons.append(f"{poller.name}: {counts}")
         if self._scheduler is not None and self._scheduler.pending_due():
@@ -392,13 +394,15 @@ class LocalStack:
             self._idle_sqs = self.endpoint.client("sqs")
         return self._idle_sqs
 
-    def wait_idle(self, timeout: float = 30.0, *, poll: float = 0.05) -> None:
+    def wait_idle(self, timeout: float = 30.0, *, poll: float = 0.05, ignore_delayed: bool = False) -> None:
         """Returns once no invocation runs, the polled queues hold no visible, in-flight or delayed
-        message and no schedule is due, twice in a row; raises TimeoutError naming what is busy."""
+        message and no schedule is due, twice in a row; raises TimeoutError naming what is busy.
+        ignore_delayed: messages deliberately sent for later (back-offs, the send queue's safety
+        net copies of single sends, up to 15 min ahead) do not count."""
         deadline = time.monotonic() + timeout
         quiet = 0
         while True:
-            reasons = self.busy_reasons()
+            reasons = self.busy_reasons(ignore_delayed=ignore_delayed)
             quiet = quiet + 1 if not reasons else 0
             if quiet >= 2:
                 return

@@ -188,7 +188,7 @@ def test_journey_action_on_the_bus_is_sent_once(system: System) -> None:
     deadline = time.monotonic() + 30
     while not system.inbox(openid) and time.monotonic() < deadline:
         time.sleep(0.3)
-    system.stack.wait_idle(timeout=30)
+    system.stack.wait_idle(timeout=30, ignore_delayed=True)
     origin = Origin(kind=OriginKind.JOURNEY, id=detail["action_id"])
     record = system.api.get(
         f"/accounts/{APPID}/messages/{message_id_for(APPID, Channel.TEMPLATE, origin, openid)}"
@@ -249,6 +249,11 @@ def test_rate_limit_holds_across_two_sender_processes(system: System, tmp_path: 
         KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
         ExpressionAttributeValues={":pk": {"S": f"ACCT#{APPID}"}, ":prefix": {"S": "COUNTER#rate-template#"}},
     )["Items"]
-    counts = [int(item["count"]["N"]) for item in windows]
-    assert max(counts) <= RATE
-    assert all(len(system.inbox(o)) == 1 for o in openids)
+    assert sum(int(item["count"]["N"]) for item in windows) >= len(openids)
+    inboxes = [system.inbox(o) for o in openids]
+    assert all(len(inbox) == 1 for inbox in inboxes)
+    # WeChat's side of the clock: without one limit shared by both processes, 18 sends at 50 ms
+    # take well under a second; at 3/s across both they fill six one-second windows, so (whole
+    # seconds, a permit's send may land in the next second) they spread over at least 4 s.
+    received = sorted(inbox[0]["received_at"] for inbox in inboxes)
+    assert received[-1] - received[0] >= len(openids) / RATE - 2

@@ -147,7 +147,7 @@ def test_single_send_wechat_asks_to_wait_is_queued_not_lost(
     waiting = int(attributes["ApproximateNumberOfMessages"]) + int(
         attributes["ApproximateNumberOfMessagesDelayed"]
     )
-    assert waiting == 1  # delayed by WeChat's back-off, then the template sender finishes it
+    assert waiting == 2  # the safety net queued first, and the retry after WeChat's back-off
     message = json_body(resp)["message"]
     assert (message["state"], message["attempts"]) == ("queued", 1)
 
@@ -179,3 +179,26 @@ def test_synced_long_term_template_makes_the_webhooks_grant_long_term(world: Sen
     view = json_body(api("get_follower"))
     (grant,) = [g for g in view["subscriptions"] if g["template_id"] == "SUB_GOV_NOTICE"]
     assert grant["long_term"] is True and grant["one_time_credits"] == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"items": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"items": [{"type": "number", "value": ' + "9" * 5000 + "}]}",
+        '{"items": [{"type": "thing", "value": "\\ud800"}]}',
+    ],
+    ids=["deep-nesting", "huge-integer", "lone-surrogate"],
+)
+def test_bodies_python_cannot_hold_are_400_not_5xx(world: SendingWorld, raw: str) -> None:
+    event = api_event("check_keywords")
+    event["body"] = raw
+    resp = call(operator_api_handler, event)
+    assert resp["statusCode"] == 400, resp["body"]
+    assert json_body(resp)["error"] == "malformed_json"
+
+
+def test_keyword_check_refuses_lone_surrogates() -> None:
+    from wxreach.wechat.keywords import check_value
+
+    assert check_value("thing", "好\ud800", Channel.TEMPLATE) is not None

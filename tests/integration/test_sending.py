@@ -25,6 +25,7 @@ from wxreach.reach.rendering import MessageContent
 from wxreach.reach.sending import SendPolicy, SendService
 from wxreach.wechat.api import WeChatClient
 from wxreach.wechat.keywords import Channel
+from wxreach.wechat.tokens import TokenBroker
 
 ORDER = {"thing1": "{{product}}", "amount2": "¥{{order.total}}", "character_string3": "{{order.no}}"}
 
@@ -92,11 +93,17 @@ def service(
     *,
     transport: httpx.BaseTransport | None = None,
     clock: Any = time.time,
+    read_timeout: float | None = None,
+    tokens: TokenBroker | None = None,
     **policy: Any,
 ) -> SendService:
     """A second sender instance: our real adapters, its own WeChat client, an injectable clock."""
     base = container.send_service()
-    client = WeChatClient(world.sandbox.url, transport=transport) if transport else container.wechat()
+    client = (
+        WeChatClient(world.sandbox.url, transport=transport, read_timeout=read_timeout or 5.0)
+        if transport or read_timeout
+        else container.wechat()
+    )
     return SendService(
         accounts=container.accounts(),
         followers=container.followers(),
@@ -104,7 +111,7 @@ def service(
         ledger=base._ledger,
         guards=base._guards,
         wechat=client,
-        tokens=container.tokens(),
+        tokens=tokens or container.tokens(),
         policy=SendPolicy(**policy),
         clock=clock,
     )
@@ -489,3 +496,106 @@ def test_a_batch_whose_every_record_waits_is_not_a_function_error(world: Sending
     event["Records"][0]["receiptHandle"] = receipt
     response = template_sender_handler.lambda_handler(event, FakeLambdaContext())
     assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+
+
+# -- review findings: crash windows, guard releases, isolation --------------------------------
+
+
+def test_timed_out_template_send_is_resent_only_inside_the_client_msg_id_window(world: SendingWorld) -> None:
+    """WeChat sent it but we timed out: a retry within WeChat's dedupe window is deduped, one
+    after it would deliver twice, so it becomes unknown instead."""
+    world.faults(
+        {"path": "/cgi-bin/message/template/send", "timeout": {"rate": 1.0, "sleep_s": 1, "then": "process"}}
+    )
+    now = [time.time()]
+    early, late = world.followers[0], world.followers[1]
+    impatient = service(world, clock=lambda: now[0], read_timeout=0.3)
+    for openid, origin in ((early, "t-early"), (late, "t-late")):
+        assert impatient.send_batch(template_batch([openid], origin)).retry_after is not None
+    time.sleep(1.2)  # the sandbox finishes both sends after our timeouts
+    world.clear_faults()
+    assert [len(world.inbox(o, "template")) for o in (early, late)] == [1, 1]
+
+    now[0] += 60
+    (message,) = service(world, clock=lambda: now[0]).send_batch(template_batch([early], "t-early")).messages
+    assert message.state is MessageState.SENT and message.maybe_sent is True
+    now[0] += 700
+    (message,) = service(world, clock=lambda: now[0]).send_batch(template_batch([late], "t-late")).messages
+    assert (message.state, message.reason) == (MessageState.UNKNOWN, "outcome_unknown")
+    assert [len(world.inbox(o, "template")) for o in (early, late)] == [1, 1]
+
+
+def test_token_endpoint_timeout_is_not_mistaken_for_a_maybe_sent_bizsend(
+    world: SendingWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wxreach.aws.token_store import DynamoTokenStore
+
+    openid = world.followers[0]
+    world.popup_accept(openid)
+    boto3.client("dynamodb").delete_item(
+        TableName=world.aws.tables["QuotaTable"],
+        Key={"pk": {"S": keys.account_pk(wechat.APPID)}, "sk": {"S": keys.TOKEN_SK}},
+    )
+    cold = TokenBroker(
+        store=DynamoTokenStore(world.aws.tables["QuotaTable"]),
+        client=WeChatClient(world.sandbox.url, read_timeout=0.3),
+        secret_for=lambda appid: wechat.APP_SECRET,
+        wait_seconds=0.5,
+    )
+    world.faults({"path": "/cgi-bin/stable_token", "timeout": {"rate": 1.0, "sleep_s": 1, "then": "drop"}})
+    result = service(world, tokens=cold).send_batch(sub_batch([openid]))
+    world.clear_faults()
+    assert result.retry_after is not None and result.messages == []
+    (stored,) = [container.send_service().get_message(wechat.APPID, m) for m in _ids(sub_batch([openid]))]
+    assert stored is not None and stored.state is MessageState.QUEUED and not stored.maybe_sent
+    (message,) = container.send_service().send_batch(sub_batch([openid])).messages
+    assert message.state is MessageState.SENT
+    assert len(world.inbox(openid, "subscription")) == 1
+    assert credits(openid) == 0  # one accept, one notification
+
+
+def test_a_released_repeat_reservation_restores_the_window(world: SendingWorld) -> None:
+    openid = world.followers[0]
+    same = {"thing1": "会员日", "amount2": "¥1.00", "character_string3": "X-1"}
+    first = container.send_service().send_batch(template_batch([openid], "g1", data=same)).messages[0]
+    world.faults({"path": "/cgi-bin/message/template/send", "errcodes": {"40037": 1.0}})
+    refused = container.send_service().send_batch(template_batch([openid], "g2", data=same)).messages[0]
+    world.clear_faults()
+    later = [
+        container.send_service().send_batch(template_batch([openid], f"g{n}", data=same)).messages[0]
+        for n in (3, 4)
+    ]
+    assert [m.state for m in (first, refused, *later)] == [
+        MessageState.SENT,
+        MessageState.FAILED,
+        MessageState.SENT,  # the refused send did not count
+        MessageState.SKIPPED,  # this is the third real one
+    ]
+    assert len(world.inbox(openid, "template")) == 2
+
+
+def test_a_bad_record_does_not_fail_its_neighbours(world: SendingWorld) -> None:
+    import template_sender_handler
+
+    stranger = template_batch(world.followers[:1], "stranger").model_dump()
+    stranger["appid"] = "wx0000000000000000"  # not registered
+    good = template_batch(world.followers[1:2], "neighbour").model_dump_json()
+    huge = template_batch(world.followers[2:3], "huge").model_dump()
+    huge["appid"] = "wx" + "0" * 3000
+    event = sqs_event([json.dumps(stranger), good, json.dumps(huge)])
+    response = template_sender_handler.lambda_handler(event, FakeLambdaContext())
+    assert response == {"batchItemFailures": []}
+    dead = boto3.client("sqs").receive_message(
+        QueueUrl=world.aws.queues["SendDeadLetterQueue"], MaxNumberOfMessages=10
+    )["Messages"]
+    assert len(dead) == 2
+    assert len(world.inbox(world.followers[1], "template")) == 1
+
+
+def test_recipient_params_are_bounded_and_valid_unicode() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Recipient(openid=wechat.OPENID, params={"note": "x" * 10_000})
+    with pytest.raises(ValidationError):
+        Recipient(openid=wechat.OPENID, params={"name": "\ud800"})

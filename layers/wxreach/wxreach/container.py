@@ -150,6 +150,7 @@ def send_service() -> SendService:
             max_attempts=settings.max_send_attempts,
             claim_seconds=settings.sending_claim_seconds,
             pause_seconds=settings.account_pause_seconds,
+            permit_wait_seconds=settings.permit_wait_seconds,
         ),
         queue=SqsBatchQueue(settings.send_queue_url) if settings.send_queue_url else None,
     )

@@ -51,6 +51,9 @@ class Settings(BaseModel):
     sending_claim_seconds: int = Field(default=120, ge=10)
     # How long an account-level stop (40164, 48004, 89503) pauses an account's sending.
     account_pause_seconds: int = Field(default=900, ge=1)
+    # How long one recipient waits for a rate permit before its record is retried later (the
+    # operator API's synchronous sends wait less: WXREACH_PERMIT_WAIT_SECONDS in template.yaml).
+    permit_wait_seconds: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _dedupe_outlives_replay_window(self) -> Settings:

@@ -257,13 +257,26 @@ class FollowerStore:
         return kinds
 
     def get(self, appid: str, openid: str) -> Follower | None:
-        resp = client("dynamodb").query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": keys.follower_pk(appid, openid)}},
-            ConsistentRead=True,
-        )
-        items = resp.get("Items", [])
+        # The partition also holds markers and guards that grow with history: read only the
+        # profile and the grants (paged), never the whole partition.
+        ddb = client("dynamodb")
+        pk = keys.follower_pk(appid, openid)
+        profile = ddb.get_item(
+            TableName=self._table, Key={"pk": {"S": pk}, "sk": {"S": keys.FOLLOWER_SK}}, ConsistentRead=True
+        ).get("Item")
+        items: list[dict[str, Any]] = [profile] if profile else []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :sub)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":sub": {"S": keys.subscription_sk("")}},
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = ddb.query(**kwargs)
+            items += resp.get("Items", [])
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         if not items:
             return None
         follower = Follower(appid=appid, openid=openid)

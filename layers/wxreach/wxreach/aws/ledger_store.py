@@ -19,6 +19,7 @@ from wxreach.wechat.keywords import Channel
 
 # Records of single sends and journey actions outlive the status updater's reconciliation.
 MESSAGE_RETENTION_SECONDS = 400 * 24 * 3600
+MAX_STORED_VALUE_CHARS = 256
 
 
 def _n(dt: datetime) -> dict[str, str]:
@@ -72,6 +73,8 @@ def _from_item(item: dict[str, Any]) -> Message:
         errcode=int(errcode) if errcode is not None else None,
         attempts=int(item.get("attempts", {}).get("N", "0")),
         values=json.loads(item["values"]["S"]) if "values" in item else {},
+        maybe_sent=item.get("maybe_sent", {}).get("BOOL", False),
+        first_claimed_at=_dt(item.get("first_claimed_at")),
         created_at=_dt(item.get("created_at")),
         updated_at=_dt(item.get("updated_at")),
         sent_at=_dt(item.get("sent_at")),
@@ -115,9 +118,11 @@ class DynamoMessageLedger:
         item: dict[str, Any] | None = resp.get("Item")
         return item
 
-    def claim_info(self, message_id: str) -> tuple[str | None, datetime | None]:
+    def claim_info(self, message_id: str) -> tuple[MessageState | None, str | None, datetime | None]:
+        """(state, claim token, claimed at), read consistently."""
         item = self._get_item(message_id) or {}
-        return item.get("claim_token", {}).get("S"), _dt(item.get("claimed_at"))
+        state = MessageState(item["state"]["S"]) if "state" in item else None
+        return state, item.get("claim_token", {}).get("S"), _dt(item.get("claimed_at"))
 
     def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool:
         """queued → sending under `token`; or, with take_over, a sending claim left by a dead
@@ -133,7 +138,8 @@ class DynamoMessageLedger:
                 TableName=self._table,
                 Key=self._key(message_id),
                 UpdateExpression=(
-                    "SET #state = :to, claim_token = :token, claimed_at = :now, updated_at = :now"
+                    "SET #state = :to, claim_token = :token, claimed_at = :now, updated_at = :now,"
+                    " first_claimed_at = if_not_exists(first_claimed_at, :now)"
                 ),
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#state": "state"},
@@ -164,6 +170,7 @@ class DynamoMessageLedger:
         values: dict[str, str] | None = None,
         appid: str | None = None,
         count_attempt: bool = True,
+        maybe_sent: bool = False,
     ) -> bool:
         """Moves the message to a terminal state (or back to queued), once.
 
@@ -182,7 +189,9 @@ class DynamoMessageLedger:
             attr_values[":errcode"] = {"N": str(errcode)}
         if values is not None:
             sets.append("#values = :values")
-            attr_values[":values"] = {"S": json.dumps(values, ensure_ascii=False, sort_keys=True)}
+            # Bounded, and ASCII-escaped so no odd code point can make the write fail.
+            stored = {key: value[:MAX_STORED_VALUE_CHARS] for key, value in values.items()}
+            attr_values[":values"] = {"S": json.dumps(stored, sort_keys=True)}
         if state is MessageState.SENT:
             sets.append("sent_at = :now")
             if wechat_msgid is not None and appid is not None:
@@ -190,6 +199,10 @@ class DynamoMessageLedger:
                 sets += ["gsi1pk = :gpk", "gsi1sk = :gsk"]
                 attr_values[":gpk"] = {"S": keys.wechat_msgid_index_pk(appid, wechat_msgid)}
                 attr_values[":gsk"] = {"S": message_id}
+        if maybe_sent:
+            # Never cleared: once an attempt may have been delivered, every later one knows.
+            sets.append("maybe_sent = :true")
+            attr_values[":true"] = {"BOOL": True}
         if state is MessageState.QUEUED and count_attempt:
             sets.append("attempts = attempts + :one")
             attr_values[":one"] = {"N": "1"}

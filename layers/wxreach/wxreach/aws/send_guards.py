@@ -137,35 +137,34 @@ class DynamoSendGuards:
         now: datetime,
         window_seconds: int,
     ) -> RepeatReservation | None:
-        """Keeps the times of the last two sends of this content; a third inside the window is
-        refused (None). Idempotent per message: a redelivery finds its own reservation."""
+        """Keeps the times of the last two sends of this content (`older`, `newer`); a third
+        inside the window is refused (None). Idempotent per message: a redelivery finds its own
+        reservation. What it replaced is kept (`undo_*`) so a release restores it exactly."""
         key = self._follower_key(appid, openid, keys.repeat_guard_sk(template_id, digest))
         ddb = client("dynamodb")
         current = ddb.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
-        older, newer = current.get("older", {}).get("N"), current.get("newer", {}).get("N")
+        newer = current.get("newer", {}).get("N")
+        reservation = RepeatReservation(appid, openid, template_id, digest, newer or "", None, message_id)
         if newer is not None and current.get("newer_message", {}).get("S") == message_id:
-            previous = None if older in (None, "0") else older
-            return RepeatReservation(appid, openid, template_id, digest, newer, previous, message_id)
+            return reservation
         if self.repeat_blocked_by(current, now=now, window_seconds=window_seconds):
             return None
         stamp = str(_epoch(now))
         values: dict[str, Any] = {
             ":stamp": {"N": stamp},
             ":mid": {"S": message_id},
+            ":older": {"N": newer or "0"},
+            ":undo_older": {"N": current.get("older", {}).get("N", "0")},
+            ":undo_message": {"S": current.get("newer_message", {}).get("S", "")},
             ":exp": {"N": str(_epoch(now) + window_seconds + 3600)},
         }
-        sets = ["newer = :stamp", "newer_message = :mid", "expires_at = :exp"]
-        if newer is None:
-            condition = "attribute_not_exists(newer)"
-            sets.append("older = :nothing")
-            values[":nothing"] = {"N": "0"}
-        else:
-            condition = "newer = :newer"
-            sets.append("older = :newer")
-            values[":newer"] = {"N": newer}
+        condition = "attribute_not_exists(newer)" if newer is None else "newer = :older"
         if not self._update(
             key,
-            UpdateExpression="SET " + ", ".join(sets),
+            UpdateExpression=(
+                "SET newer = :stamp, older = :older, newer_message = :mid, undo_older = :undo_older,"
+                " undo_message = :undo_message, expires_at = :exp"
+            ),
             ConditionExpression=condition,
             ExpressionAttributeValues=values,
         ):
@@ -198,23 +197,18 @@ class DynamoSendGuards:
         return self.repeat_blocked_by(item, now=now, window_seconds=window_seconds)
 
     def release_repeat(self, reservation: RepeatReservation) -> None:
-        """Undo a reservation whose send did not happen (only while it is still the newest)."""
+        """Undo a reservation whose send did not happen, restoring exactly what it replaced
+        (only while it is still the newest)."""
         key = self._follower_key(
             reservation.appid,
             reservation.openid,
             keys.repeat_guard_sk(reservation.template_id, reservation.digest),
         )
-        values: dict[str, Any] = {":mid": {"S": reservation.message_id}}
-        if reservation.previous is None:
-            expression = "REMOVE newer, older, newer_message"
-        else:
-            expression = "SET newer = :previous REMOVE newer_message"
-            values[":previous"] = {"N": reservation.previous}
         self._update(
             key,
-            UpdateExpression=expression,
+            UpdateExpression="SET newer = older, older = undo_older, newer_message = undo_message",
             ConditionExpression="newer_message = :mid",
-            ExpressionAttributeValues=values,
+            ExpressionAttributeValues={":mid": {"S": reservation.message_id}},
         )
 
     # -- subscription credits ----------------------------------------------------------------

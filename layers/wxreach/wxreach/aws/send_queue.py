@@ -47,6 +47,10 @@ class SendQueueConsumer:
                 plan[record["messageId"]] = None
         results = self._service.send_batches([batch for _, batch in batches])
         for (record, _), result in zip(batches, results, strict=True):
+            if result.error is not None and result.permanent:
+                self._dead_letter(record, f"batch refused: {result.error}")
+                plan[record["messageId"]] = None
+                continue
             plan[record["messageId"]] = result.retry_after
             if result.retry_after is not None:
                 self._delay(record, result.retry_after)

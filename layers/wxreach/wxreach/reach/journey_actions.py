@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wxreach.reach.accounts import APPID_PATTERN
 from wxreach.reach.messages import ORIGIN_ID_PATTERN, MessageBatch, Origin, OriginKind, Recipient
 from wxreach.reach.rendering import MessageContent
 from wxreach.wechat.identifiers import OPENID_PATTERN
@@ -27,7 +28,7 @@ class JourneyAction(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     action_id: str = Field(pattern=ORIGIN_ID_PATTERN, description="Idempotency key of this action")
-    appid: str
+    appid: str = Field(pattern=APPID_PATTERN)
     openid: str = Field(pattern=OPENID_PATTERN)
     content: MessageContent
     params: dict[str, Any] = Field(default_factory=dict)

@@ -8,12 +8,14 @@ template messages it is also WeChat's `client_msg_id`.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wxreach.reach.accounts import APPID_PATTERN
 from wxreach.reach.rendering import MessageContent
 from wxreach.wechat.identifiers import OPENID_PATTERN
 from wxreach.wechat.keywords import Channel
@@ -22,6 +24,7 @@ ORIGIN_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 MESSAGE_ID_PATTERN = r"^m[0-9a-f]{31}$"
 # Recipients of one batch record: sent concurrently by one invocation.
 MAX_BATCH_RECIPIENTS = 100
+MAX_PARAMS_BYTES = 8 * 1024
 
 
 class MessageState(StrEnum):
@@ -60,12 +63,21 @@ class Recipient(BaseModel):
     openid: str = Field(pattern=OPENID_PATTERN)
     params: dict[str, Any] = Field(default_factory=dict, description="Customer parameters for {{name}}")
 
+    @field_validator("params")
+    @classmethod
+    def _bounded_text(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # Stored and queued as UTF-8 JSON: lone surrogates cannot be, and size is bounded.
+        encoded = json.dumps(params, ensure_ascii=False).encode("utf-8")
+        if len(encoded) > MAX_PARAMS_BYTES:
+            raise ValueError(f"params are {len(encoded)} bytes as JSON, at most {MAX_PARAMS_BYTES}")
+        return params
+
 
 class MessageBatch(BaseModel):
     """A send-queue record: one content to up to MAX_BATCH_RECIPIENTS recipients."""
 
     schema_version: int = 1
-    appid: str
+    appid: str = Field(pattern=APPID_PATTERN)
     channel: Channel
     origin: Origin
     content: MessageContent
@@ -88,6 +100,8 @@ class Message(BaseModel):
     errcode: int | None = None
     attempts: int = 0
     values: dict[str, str] = Field(default_factory=dict, description="The keyword values as sent")
+    maybe_sent: bool = Field(default=False, description="An attempt may have reached WeChat (timeout)")
+    first_claimed_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     sent_at: datetime | None = None

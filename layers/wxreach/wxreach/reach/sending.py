@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wxreach.errors import InvalidInput
+from wxreach.errors import InvalidInput, WxReachError
 from wxreach.observability import logger, mask_openid
 from wxreach.reach.accounts import Account
 from wxreach.reach.compliance import LintFinding, LintLevel, lint
@@ -54,7 +54,7 @@ from wxreach.reach.rendering import (
 )
 from wxreach.reach.template_service import TemplateService
 from wxreach.reach.templates import Template
-from wxreach.wechat.api import WeChatClient
+from wxreach.wechat.api import BIZSEND_PATH, TEMPLATE_SEND_PATH, WeChatClient
 from wxreach.wechat.errcodes import (
     AccountStopped,
     RecipientRejected,
@@ -73,6 +73,11 @@ CLIENT_MSG_ID_SAFE_SECONDS = 9 * 60
 TEMPLATE_DAILY_COUNTER = "template-sends"
 # How long one recipient may wait for a rate permit before the record is retried later.
 MAX_PERMIT_WAIT_SECONDS = 20.0
+# A single send first queues a copy this far ahead (SQS's longest delay) as its safety net.
+SAFETY_NET_DELAY_SECONDS = 900
+INTERNAL_ERROR_RETRY_SECONDS = 30.0
+# A message that may have reached WeChat: only these calls can deliver.
+SEND_PATHS = frozenset({TEMPLATE_SEND_PATH, BIZSEND_PATH})
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class SendPolicy:
     max_attempts: int = 8
     claim_seconds: int = 120
     pause_seconds: int = 900
+    permit_wait_seconds: float = MAX_PERMIT_WAIT_SECONDS
 
 
 @dataclass
@@ -91,6 +97,9 @@ class BatchResult:
     messages: list[Message] = field(default_factory=list)
     # Seconds after which the record must be delivered again (some recipients are waiting).
     retry_after: float | None = None
+    # The batch could not be started at all: why, and whether retrying can ever help.
+    error: str | None = None
+    permanent: bool = False
 
 
 @dataclass
@@ -175,14 +184,27 @@ class SendService:
 
     # -- batches -----------------------------------------------------------------------------
     def send_batches(self, batches: list[MessageBatch]) -> list[BatchResult]:
-        """Every recipient of every batch, at most `concurrency` WeChat calls in flight."""
-        contexts = [self._context(batch) for batch in batches]
+        """Every recipient of every batch, at most `concurrency` WeChat calls in flight. A batch
+        that cannot be started (unknown account, WeChat down during a template sync) gets its
+        own error; nothing one batch does can fail another."""
         results = [BatchResult() for _ in batches]
+        contexts: list[_BatchContext | None] = []
+        for index, batch in enumerate(batches):
+            try:
+                contexts.append(self._context(batch))
+            except WxReachError as exc:
+                results[index].error, results[index].permanent = exc.reason, exc.status < 500
+                contexts.append(None)
+            except RetryLater as exc:
+                results[index].error, results[index].retry_after = exc.reason, backoff_seconds(1, exc)
+                contexts.append(None)
         # The same message twice in one invocation (an action published twice, a record
         # redelivered next to itself) is worked on once; each copy's batch gets the outcome.
         copies: dict[str, list[int]] = {}
         jobs: list[tuple[int, Recipient]] = []
         for index, batch in enumerate(batches):
+            if contexts[index] is None:
+                continue
             for recipient in batch.recipients:
                 message_id = message_id_for(batch.appid, batch.channel, batch.origin, recipient.openid)
                 if message_id not in copies:
@@ -193,14 +215,20 @@ class SendService:
 
         def run(job: tuple[int, Recipient]) -> tuple[int, Message | _Later]:
             index, recipient = job
+            context = contexts[index]
+            assert context is not None
             try:
-                return index, self._send_one(contexts[index], recipient)
+                return index, self._send_one(context, recipient)
             except _Later as later:
                 return index, later
+            except Exception as exc:
+                # Type only: a repr may carry customer parameters.
+                logger.error("send failed unexpectedly", error=type(exc).__name__, appid=context.batch.appid)
+                return index, _Later(INTERNAL_ERROR_RETRY_SECONDS, "internal_error")
 
-        # One recipient (a single send) needs no thread.
+        # One recipient (a single send) needs no thread; map() waits for every job.
         outcomes: Iterable[tuple[int, Message | _Later]] = (
-            [run(jobs[0])] if len(jobs) == 1 else self._executor().map(run, jobs)
+            [run(jobs[0])] if len(jobs) == 1 else list(self._executor().map(run, jobs))
         )
         for (index, recipient), (_, outcome) in zip(jobs, outcomes, strict=True):
             batch = batches[index]
@@ -216,13 +244,18 @@ class SendService:
         return self.send_batches([batch])[0]
 
     def send_now(self, batch: MessageBatch) -> tuple[list[Message], bool]:
-        """Synchronous send (operator route). Recipients WeChat or a guard asked to wait are
-        handed to the send queue, so nothing is lost: (their records, True when queued)."""
-        result = self.send_batch(batch)
-        if result.retry_after is None:
-            return result.messages, False
+        """Synchronous send (operator route). A delayed copy of the batch is queued first, so a
+        request killed mid-way (timeout) is still finished by the template sender; recipients
+        WeChat or a guard asked to wait are queued again with their delay. Nothing is lost:
+        (the records, True when some are waiting)."""
         if self._queue is None:
             raise InvalidInput("no send queue configured", reason="misconfigured", status=500)
+        self._queue.enqueue(batch, delay_seconds=SAFETY_NET_DELAY_SECONDS)
+        result = self.send_batch(batch)
+        if result.error is not None:
+            raise WxReachError(f"cannot send: {result.error}", reason=result.error, status=503)
+        if result.retry_after is None:
+            return result.messages, False
         self._queue.enqueue(batch, delay_seconds=int(result.retry_after))
         decided = {m.openid for m in result.messages}
         waiting = [
@@ -363,14 +396,26 @@ class SendService:
             return message  # a redelivery of something already decided
         take_over: str | None = None
         if message.state is MessageState.SENDING:
-            take_over = self._stale_claim(message)
-            if take_over is None:
+            take_over, done = self._stale_claim(message)
+            if done:
                 return self._reload(mid)
+        elif self._resend_unsafe(message):
+            return self._finish(
+                message,
+                MessageState.UNKNOWN,
+                reason="outcome_unknown",
+                detail="an earlier attempt may have been delivered and WeChat's client_msg_id window is over",
+            )
 
         problem = self._content_problem(context, rendering)
         if problem is not None:
             return self._finish(
-                message, MessageState.FAILED, reason=problem[0], detail=problem[1], values=values
+                message,
+                MessageState.FAILED,
+                claim=take_over,
+                reason=problem[0],
+                detail=problem[1],
+                values=values,
             )
         assert rendering is not None
 
@@ -422,14 +467,23 @@ class SendService:
             elif refund:
                 self._guards.refund_credit(batch.appid, recipient.openid, batch.content.template_id, mid)
 
+        # Everything that can fail without WeChat having sent anything happens before the claim,
+        # so a claimed message that is found later really was interrupted during the send call.
         try:
             self._wait_for_permit(batch.appid, batch.channel)
+            token = self._tokens.get(batch.appid)
         except _Later:
             undo_guards(refund=False)
             raise
+        except AccountStopped as exc:
+            undo_guards(refund=False)
+            raise self._stop_account(batch, exc) from exc
+        except RetryLater as exc:
+            undo_guards(refund=False)
+            raise _Later(backoff_seconds(message.attempts + 1, exc), exc.reason) from exc
 
-        token = secrets.token_hex(8)
-        if not self._ledger.claim(mid, token=token, now=self._now(), take_over=take_over):
+        claim = secrets.token_hex(8)
+        if not self._ledger.claim(mid, token=claim, now=self._now(), take_over=take_over):
             return self._reload(mid)  # another delivery of this record holds it
         payload = wechat_payload(
             recipient.openid,
@@ -438,90 +492,100 @@ class SendService:
             batch.channel,
             client_msg_id=mid if batch.channel is Channel.TEMPLATE else None,
         )
+
+        def fail(exc: WeChatApiError, state: MessageState = MessageState.FAILED) -> Message:
+            return self._finish(
+                message,
+                state,
+                claim=claim,
+                reason=exc.reason,
+                detail=str(exc),
+                errcode=exc.errcode,
+                values=values,
+            )
+
         try:
-            msgid = self._call(batch.appid, batch.channel, payload)
+            msgid = self._call(batch.appid, batch.channel, payload, token)
         except RecipientRejected as exc:
+            # The ledger first: a failing side effect must not leave the message claimed.
+            finished = fail(exc)
             if exc.errcode == 43004:
                 self._followers.set_following(batch.appid, recipient.openid, following=False, at=self._now())
             if exc.errcode == 43101:
                 self._guards.clear_credits(batch.appid, recipient.openid, batch.content.template_id)
             undo_guards(refund=exc.errcode != 43101)
-            return self._finish(
-                message,
-                MessageState.FAILED,
-                claim=token,
-                reason=exc.reason,
-                detail=str(exc),
-                errcode=exc.errcode,
-                values=values,
-            )
-        except (SendRejected, TokenInvalid) as exc:
+            return finished
+        except SendRejected as exc:
+            finished = fail(exc)
             undo_guards(refund=True)
-            return self._finish(
-                message,
-                MessageState.FAILED,
-                claim=token,
-                reason=exc.reason,
-                detail=str(exc),
-                errcode=exc.errcode,
-                values=values,
-            )
+            return finished
         except AccountStopped as exc:
-            until = (
-                next_china_midnight(self._now())
-                if exc.errcode == 45009
-                else self._now() + timedelta(seconds=self._policy.pause_seconds)
-            )
-            self._guards.pause(batch.appid, str(batch.channel), until=until, reason=exc.reason)
-            undo_guards(refund=False)
             self._ledger.finish(
-                mid, state=MessageState.QUEUED, now=self._now(), claim_token=token, count_attempt=False
+                mid, state=MessageState.QUEUED, now=self._now(), claim_token=claim, count_attempt=False
             )
-            logger.warning(
-                "account sending paused", appid=batch.appid, reason=exc.reason, until=until.isoformat()
-            )
-            raise _Later((until - self._now()).total_seconds(), exc.reason) from exc
+            undo_guards(refund=False)
+            raise self._stop_account(batch, exc) from exc
         except RetryLater as exc:
-            if isinstance(exc, TransportError) and batch.channel is Channel.SUBSCRIBE and exc.request_sent:
+            # Only a send call that may have reached WeChat is "maybe sent"; a token refresh is not.
+            maybe_sent = isinstance(exc, TransportError) and exc.request_sent and exc.path in SEND_PATHS
+            if maybe_sent and batch.channel is Channel.SUBSCRIBE:
                 # bizsend has no idempotency key: WeChat may have sent it; never send it again.
-                return self._finish(
-                    message,
-                    MessageState.UNKNOWN,
-                    claim=token,
-                    reason="outcome_unknown",
-                    detail=str(exc),
-                    values=values,
-                )
+                return fail(exc, MessageState.UNKNOWN)
             attempts = message.attempts + 1
             if attempts >= self._policy.max_attempts:
+                if maybe_sent or message.maybe_sent:
+                    return fail(exc, MessageState.UNKNOWN)
+                finished = fail(exc)
                 undo_guards(refund=True)
-                return self._finish(
-                    message,
-                    MessageState.FAILED,
-                    claim=token,
-                    reason=exc.reason,
-                    detail=str(exc),
-                    errcode=exc.errcode,
-                    values=values,
-                )
-            undo_guards(refund=False)
-            self._ledger.finish(mid, state=MessageState.QUEUED, now=self._now(), claim_token=token)
+                return finished
+            self._ledger.finish(
+                mid, state=MessageState.QUEUED, now=self._now(), claim_token=claim, maybe_sent=maybe_sent
+            )
+            if not (maybe_sent or message.maybe_sent):
+                undo_guards(refund=False)
             raise _Later(backoff_seconds(attempts, exc), exc.reason) from exc
-        finished = self._finish(message, MessageState.SENT, claim=token, wechat_msgid=msgid, values=values)
+        finished = self._finish(message, MessageState.SENT, claim=claim, wechat_msgid=msgid, values=values)
         logger.info(
             "message sent", channel=str(batch.channel), openid=mask_openid(recipient.openid), msgid=msgid
         )
         return finished
 
-    def _stale_claim(self, message: Message) -> str | None:
-        """The claim token to take over when the record was left `sending` by a dead instance;
-        None after deciding otherwise (still in progress → later; bizsend → unknown)."""
-        token, claimed_at = self._ledger.claim_info(message.message_id)
+    def _stop_account(self, batch: MessageBatch, exc: AccountStopped) -> _Later:
+        """45009 pauses the account until the next China midnight, other stops for a while."""
+        now = self._now()
+        until = (
+            next_china_midnight(now)
+            if exc.errcode == 45009
+            else now + timedelta(seconds=self._policy.pause_seconds)
+        )
+        self._guards.pause(batch.appid, str(batch.channel), until=until, reason=exc.reason)
+        logger.warning(
+            "account sending paused", appid=batch.appid, reason=exc.reason, until=until.isoformat()
+        )
+        return _Later((until - now).total_seconds(), exc.reason)
+
+    def _resend_unsafe(self, message: Message) -> bool:
+        """A template message an earlier attempt may have delivered is resent only while WeChat
+        still dedupes its client_msg_id (measured from the first claim, never reset)."""
+        if not message.maybe_sent or message.first_claimed_at is None:
+            return False
+        return (self._now() - message.first_claimed_at).total_seconds() >= CLIENT_MSG_ID_SAFE_SECONDS
+
+    def _stale_claim(self, message: Message) -> tuple[str | None, bool]:
+        """(claim token to take over, done). Left `sending` by a dead instance: a template
+        message is taken over while its client_msg_id still dedupes; otherwise it is `unknown`."""
+        state, token, claimed_at = self._ledger.claim_info(message.message_id)
+        if state in TERMINAL_STATES:
+            return None, True
+        if state is not MessageState.SENDING or token is None:
+            return None, False  # released meanwhile: start again as a queued message
         age = (self._now() - claimed_at).total_seconds() if claimed_at else float("inf")
         if age < self._policy.claim_seconds:
             raise _Later(self._policy.claim_seconds - age + 1, "another delivery is sending it")
-        if message.channel is Channel.TEMPLATE and age < CLIENT_MSG_ID_SAFE_SECONDS and token:
-            return token  # WeChat still dedupes the same client_msg_id: resending is safe
+        first = message.first_claimed_at or claimed_at
+        since_first = (self._now() - first).total_seconds() if first else float("inf")
+        if message.channel is Channel.TEMPLATE and since_first < CLIENT_MSG_ID_SAFE_SECONDS:
+            return token, False  # WeChat still dedupes the same client_msg_id: resending is safe
         self._ledger.finish(
             message.message_id,
             state=MessageState.UNKNOWN,
@@ -530,10 +594,10 @@ class SendService:
             reason="interrupted_during_send",
             detail="the sender stopped during the WeChat call; not resent (no idempotency key)",
         )
-        return None
+        return None, True
 
     def _wait_for_permit(self, appid: str, channel: Channel) -> None:
-        deadline = self._clock() + MAX_PERMIT_WAIT_SECONDS
+        deadline = self._clock() + self._policy.permit_wait_seconds
         while True:
             now = self._clock()
             if self._guards.take_rate_permit(
@@ -541,18 +605,23 @@ class SendService:
             ):
                 return
             if now >= deadline:
-                raise _Later(1.0, "rate limit")
+                # Each return to the queue counts towards maxReceiveCount: come back later.
+                raise _Later(5.0 + secrets.randbelow(10_000) / 1000, "rate limit")
             # The next one-second window, with jitter so waiting threads do not collide.
             self._sleep(1.0 - (now % 1.0) + secrets.randbelow(50) / 1000)
 
-    def _call(self, appid: str, channel: Channel, payload: dict[str, Any]) -> str | None:
-        token = self._tokens.get(appid)
+    def _call(self, appid: str, channel: Channel, payload: dict[str, Any], token: str) -> str | None:
         send = self._wechat.send_template if channel is Channel.TEMPLATE else self._wechat.bizsend
         try:
             return send(token, payload)
         except TokenInvalid:
             # Someone rotated the token: the broker re-reads or refreshes once; we retry once.
-            return send(self._tokens.after_invalid(appid, token), payload)
+            fresh = self._tokens.after_invalid(appid, token)
+        try:
+            return send(fresh, payload)
+        except TokenInvalid as again:
+            # Still rotating somewhere: not this message's fault, try again later.
+            raise RetryLater(again.errcode, again.errmsg, path=again.path, reason="token_rotating") from again
 
     def _finish(
         self,

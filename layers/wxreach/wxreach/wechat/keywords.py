@@ -188,8 +188,11 @@ def check_value(
     if not text:
         return None if kind == "const" else "is empty"
     for ch in text:
-        if unicodedata.category(ch) == "Cc":
+        category = unicodedata.category(ch)
+        if category == "Cc":
             return f"control character U+{ord(ch):04X}"
+        if category == "Cs":
+            return f"not valid Unicode (lone surrogate U+{ord(ch):04X})"
     rule = _RULES.get(kind)
     if rule is None:
         return None  # undocumented type (short_thing...): UNCONFIRMED, tolerated
