@@ -3,6 +3,7 @@ batch records and journey actions) with partial batch failures."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -15,6 +16,7 @@ from wxreach.observability import logger, metrics, tracer
 # Every record waiting is a normal outcome (an account pause), not a function error.
 # Every invocation sends: load the sender, the WeChat client and the stores during init.
 container.load_sending_stack()
+STOP_BEFORE_TIMEOUT_SECONDS = 15.0
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -26,7 +28,11 @@ class RetryLater(Exception):
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    plan = container.send_queue_consumer().process(event.get("Records", []))
+    # Stop starting sends well before the timeout: a send cut off mid-call becomes "unknown".
+    budget = max(1.0, context.get_remaining_time_in_millis() / 1000 - STOP_BEFORE_TIMEOUT_SECONDS)
+    plan = container.send_queue_consumer().process(
+        event.get("Records", []), deadline=time.monotonic() + budget
+    )
 
     def record_handler(record: SQSRecord) -> None:
         if plan.get(record.message_id) is not None:

@@ -34,8 +34,11 @@ class SendQueueConsumer:
         self._queue_url = queue_url
         self._dead_letter_url = dead_letter_url
 
-    def process(self, records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
-        """messageId → None when done, or seconds after which the record must come back."""
+    def process(
+        self, records: Sequence[dict[str, Any]], *, deadline: float | None = None
+    ) -> dict[str, float | None]:
+        """messageId → None when done, or seconds after which the record must come back.
+        `deadline` (time.monotonic()): recipients not started by then wait for the next delivery."""
         plan: dict[str, float | None] = {}
         batches: list[tuple[dict[str, Any], MessageBatch]] = []
         for record in records:
@@ -45,7 +48,7 @@ class SendQueueConsumer:
                 # It can never succeed: park it in the DLQ now instead of after every retry.
                 self._dead_letter(record, f"invalid record: {type(exc).__name__}")
                 plan[record["messageId"]] = None
-        results = self._service.send_batches([batch for _, batch in batches])
+        results = self._service.send_batches([batch for _, batch in batches], deadline=deadline)
         for (record, _), result in zip(batches, results, strict=True):
             if result.error is not None and result.permanent:
                 self._dead_letter(record, f"batch refused: {result.error}")

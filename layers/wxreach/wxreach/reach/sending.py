@@ -183,7 +183,9 @@ class SendService:
             return self._pool
 
     # -- batches -----------------------------------------------------------------------------
-    def send_batches(self, batches: list[MessageBatch]) -> list[BatchResult]:
+    def send_batches(
+        self, batches: list[MessageBatch], *, deadline: float | None = None
+    ) -> list[BatchResult]:
         """Every recipient of every batch, at most `concurrency` WeChat calls in flight. A batch
         that cannot be started (unknown account, WeChat down during a template sync) gets its
         own error; nothing one batch does can fail another."""
@@ -217,6 +219,9 @@ class SendService:
             index, recipient = job
             context = contexts[index]
             assert context is not None
+            if deadline is not None and time.monotonic() > deadline:
+                # Not started before the invocation's budget ran out: the record comes back.
+                return index, _Later(1.0, "time budget")
             try:
                 return index, self._send_one(context, recipient)
             except _Later as later:

@@ -119,6 +119,7 @@ class RecipientRejected(WeChatApiError):
         40003: "invalid_openid",
         47003: "invalid_keyword_value",
         43117: "user_frequency_limit",
+        50002: "user_restricted",  # §6: the user is restricted; retrying will not help
     }
 
     @property
