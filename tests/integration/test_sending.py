@@ -599,3 +599,22 @@ def test_recipient_params_are_bounded_and_valid_unicode() -> None:
         Recipient(openid=wechat.OPENID, params={"note": "x" * 10_000})
     with pytest.raises(ValidationError):
         Recipient(openid=wechat.OPENID, params={"name": "\ud800"})
+
+
+def test_a_stop_from_the_token_endpoint_pauses_both_channels(world: SendingWorld) -> None:
+    boto3.client("dynamodb").delete_item(
+        TableName=world.aws.tables["QuotaTable"],
+        Key={"pk": {"S": keys.account_pk(wechat.APPID)}, "sk": {"S": keys.TOKEN_SK}},
+    )
+    container.reset()
+    world.faults({"path": "/cgi-bin/stable_token", "errcodes": {"40164": 1.0}})
+    assert container.send_service().send_batch(template_batch(world.followers[:1], "ip")).retry_after
+    world.clear_faults()
+    guards = container.send_service()._guards
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    assert guards.paused_until(wechat.APPID, "template", now=now) is not None
+    assert guards.paused_until(wechat.APPID, "subscribe", now=now) is not None
+    (dry,) = container.send_service().dry_run(template_batch(world.followers[1:2], "ip-dry"))
+    assert dry.state is MessageState.QUEUED and "account paused" in (dry.detail or "")

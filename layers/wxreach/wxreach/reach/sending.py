@@ -54,7 +54,7 @@ from wxreach.reach.rendering import (
 )
 from wxreach.reach.template_service import TemplateService
 from wxreach.reach.templates import Template
-from wxreach.wechat.api import BIZSEND_PATH, TEMPLATE_SEND_PATH, WeChatClient
+from wxreach.wechat.api import BIZSEND_PATH, STABLE_TOKEN_PATH, TEMPLATE_SEND_PATH, WeChatClient
 from wxreach.wechat.errcodes import (
     AccountStopped,
     RecipientRejected,
@@ -362,7 +362,9 @@ class SendService:
             return message.model_copy(
                 update={"state": MessageState.SKIPPED, "reason": skip, "values": values}
             )
-        return message.model_copy(update={"values": values})
+        paused = self._guards.paused_until(context.batch.appid, str(context.batch.channel), now=self._now())
+        detail = f"would wait: account paused until {paused[0].isoformat()} ({paused[1]})" if paused else None
+        return message.model_copy(update={"values": values, "detail": detail})
 
     def _skip_reason_read_only(
         self, context: _BatchContext, recipient: Recipient, values: dict[str, str]
@@ -563,7 +565,10 @@ class SendService:
             if exc.errcode == 45009
             else now + timedelta(seconds=self._policy.pause_seconds)
         )
-        self._guards.pause(batch.appid, str(batch.channel), until=until, reason=exc.reason)
+        # The access token is the account's, not the channel's: a stop there blocks both channels.
+        channels = list(Channel) if exc.path == STABLE_TOKEN_PATH else [batch.channel]
+        for channel in channels:
+            self._guards.pause(batch.appid, str(channel), until=until, reason=exc.reason)
         logger.warning(
             "account sending paused", appid=batch.appid, reason=exc.reason, until=until.isoformat()
         )
