@@ -467,9 +467,7 @@ def test_journey_action_through_the_sender_sends_once(world: SendingWorld) -> No
 
 
 def _ids(batch: MessageBatch) -> list[str]:
-    from wxreach.reach.messages import message_id_for
-
-    return [message_id_for(batch.appid, batch.channel, batch.origin, r.openid) for r in batch.recipients]
+    return [batch.message_id(r.openid) for r in batch.recipients]
 
 
 def _rate_windows(world: SendingWorld) -> dict[str, int]:

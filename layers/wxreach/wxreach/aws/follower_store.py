@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from wxreach.aws import keys
+from wxreach.aws.attributes import error_is, from_unix_seconds, unix_seconds
 from wxreach.aws.clients import client
 from wxreach.errors import WxReachError
 from wxreach.reach.followers import (
@@ -33,18 +34,6 @@ _BATCH_GET_ATTEMPTS = 5
 _IDENTITY_SETS = ("gsi1pk = :gpk", "gsi1sk = :gsk", "appid = :appid", "openid = :openid")
 
 
-def _ts(dt: datetime) -> dict[str, str]:
-    return {"N": str(int(dt.timestamp()))}
-
-
-def _dt(attr: dict[str, str] | None) -> datetime | None:
-    return datetime.fromtimestamp(int(attr["N"]), UTC) if attr else None
-
-
-def _stale(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
-
-
 class FollowerStore:
     def __init__(self, table: str) -> None:
         self._table = table
@@ -54,7 +43,7 @@ class FollowerStore:
         try:
             client("dynamodb").update_item(TableName=self._table, Key=key, **kwargs)
         except ClientError as exc:
-            if _stale(exc):
+            if error_is(exc):
                 return False
             raise
         return True
@@ -69,7 +58,11 @@ class FollowerStore:
         self, appid: str, openid: str, *, following: bool, at: datetime, scene: str | None = None
     ) -> bool:
         """True unless a newer follow change is recorded (a replay of the same event applies again)."""
-        values: dict[str, Any] = {":t": _ts(at), ":f": {"BOOL": following}, **self._identity(appid, openid)}
+        values: dict[str, Any] = {
+            ":t": unix_seconds(at),
+            ":f": {"BOOL": following},
+            **self._identity(appid, openid),
+        }
         sets = ["follow_changed_at = :t", "following = :f", *_IDENTITY_SETS]
         removes: list[str] = []
         if following:
@@ -97,7 +90,7 @@ class FollowerStore:
                 self._profile_key(appid, openid),
                 UpdateExpression=f"SET {attribute} = :t, " + ", ".join(_IDENTITY_SETS),
                 ConditionExpression=f"attribute_not_exists({attribute}) OR {attribute} < :t",
-                ExpressionAttributeValues={":t": _ts(at), **self._identity(appid, openid)},
+                ExpressionAttributeValues={":t": unix_seconds(at), **self._identity(appid, openid)},
             )
 
     def observe_following(self, appid: str, openid: str) -> None:
@@ -150,7 +143,7 @@ class FollowerStore:
                             "ExpressionAttributeValues": {
                                 ":tid": {"S": template_id},
                                 ":one": {"N": "1"},
-                                ":t": _ts(at),
+                                ":t": unix_seconds(at),
                             },
                         }
                     }
@@ -196,7 +189,11 @@ class FollowerStore:
         does; a popup reject leaves earlier one-time accepts usable.
         """
         sets = ["#status = :status", "updated_at = :t", "template_id = :tid"]
-        values: dict[str, Any] = {":status": {"S": status}, ":t": _ts(at), ":tid": {"S": template_id}}
+        values: dict[str, Any] = {
+            ":status": {"S": status},
+            ":t": unix_seconds(at),
+            ":tid": {"S": template_id},
+        }
         if status is not SubscriptionStatus.ACCEPTED:
             long_term = False
         if long_term is not None:
@@ -287,11 +284,11 @@ class FollowerStore:
                 follower = follower.model_copy(
                     update={
                         "following": item.get("following", {}).get("BOOL"),
-                        "followed_at": _dt(item.get("followed_at")),
-                        "unfollowed_at": _dt(item.get("unfollowed_at")),
+                        "followed_at": from_unix_seconds(item.get("followed_at")),
+                        "unfollowed_at": from_unix_seconds(item.get("unfollowed_at")),
                         "scene": item.get("scene", {}).get("S"),
-                        "last_interaction_at": _dt(item.get("last_interaction_at")),
-                        "last_message_at": _dt(item.get("last_message_at")),
+                        "last_interaction_at": from_unix_seconds(item.get("last_interaction_at")),
+                        "last_message_at": from_unix_seconds(item.get("last_message_at")),
                     }
                 )
             elif sk.startswith("SUB#"):
@@ -301,7 +298,7 @@ class FollowerStore:
                         status=item.get("status", {}).get("S", "unknown"),
                         one_time_credits=int(item.get("one_time_credits", {}).get("N", "0")),
                         long_term=item.get("long_term", {}).get("BOOL", False),
-                        updated_at=_dt(item.get("updated_at")),
+                        updated_at=from_unix_seconds(item.get("updated_at")),
                     )
                 )
         return follower.model_copy(update={"subscriptions": grants})

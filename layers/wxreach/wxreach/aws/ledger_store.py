@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from wxreach.aws import keys
+from wxreach.aws.attributes import error_is, from_unix_seconds, unix_seconds
 from wxreach.aws.clients import client
 from wxreach.reach.messages import Message, MessageState, Origin
 from wxreach.wechat.keywords import Channel
@@ -20,18 +21,6 @@ from wxreach.wechat.keywords import Channel
 # Records of single sends and journey actions outlive the status updater's reconciliation.
 MESSAGE_RETENTION_SECONDS = 400 * 24 * 3600
 MAX_STORED_VALUE_CHARS = 256
-
-
-def _n(dt: datetime) -> dict[str, str]:
-    return {"N": str(int(dt.timestamp()))}
-
-
-def _dt(attr: dict[str, str] | None) -> datetime | None:
-    return datetime.fromtimestamp(int(attr["N"]), UTC) if attr else None
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
 
 def _to_item(message: Message) -> dict[str, Any]:
@@ -47,8 +36,8 @@ def _to_item(message: Message) -> dict[str, Any]:
         "origin": {"S": message.origin.model_dump_json()},
         "state": {"S": str(message.state)},
         "attempts": {"N": str(message.attempts)},
-        "created_at": _n(now),
-        "updated_at": _n(now),
+        "created_at": unix_seconds(now),
+        "updated_at": unix_seconds(now),
         "expires_at": {"N": str(int(now.timestamp()) + MESSAGE_RETENTION_SECONDS)},
     }
     return item
@@ -74,10 +63,10 @@ def _from_item(item: dict[str, Any]) -> Message:
         attempts=int(item.get("attempts", {}).get("N", "0")),
         values=json.loads(item["values"]["S"]) if "values" in item else {},
         maybe_sent=item.get("maybe_sent", {}).get("BOOL", False),
-        first_claimed_at=_dt(item.get("first_claimed_at")),
-        created_at=_dt(item.get("created_at")),
-        updated_at=_dt(item.get("updated_at")),
-        sent_at=_dt(item.get("sent_at")),
+        first_claimed_at=from_unix_seconds(item.get("first_claimed_at")),
+        created_at=from_unix_seconds(item.get("created_at")),
+        updated_at=from_unix_seconds(item.get("updated_at")),
+        sent_at=from_unix_seconds(item.get("sent_at")),
     )
 
 
@@ -97,7 +86,7 @@ class DynamoMessageLedger:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if not _conditional_failed(exc):
+            if not error_is(exc):
                 raise
             existing = self.get(message.message_id)
             if existing is None:  # pragma: no cover - deleted between the two calls
@@ -122,7 +111,7 @@ class DynamoMessageLedger:
         """(state, claim token, claimed at), read consistently."""
         item = self._get_item(message_id) or {}
         state = MessageState(item["state"]["S"]) if "state" in item else None
-        return state, item.get("claim_token", {}).get("S"), _dt(item.get("claimed_at"))
+        return state, item.get("claim_token", {}).get("S"), from_unix_seconds(item.get("claimed_at"))
 
     def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool:
         """queued → sending under `token`; or, with take_over, a sending claim left by a dead
@@ -147,11 +136,11 @@ class DynamoMessageLedger:
                     **values,
                     ":to": {"S": MessageState.SENDING},
                     ":token": {"S": token},
-                    ":now": _n(now),
+                    ":now": unix_seconds(now),
                 },
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if error_is(exc):
                 return False
             raise
         return True
@@ -179,7 +168,7 @@ class DynamoMessageLedger:
         """
         sets = ["#state = :to", "updated_at = :now"]
         removes = ["claim_token", "claimed_at"]
-        attr_values: dict[str, Any] = {":to": {"S": state}, ":now": _n(now)}
+        attr_values: dict[str, Any] = {":to": {"S": state}, ":now": unix_seconds(now)}
         for name, value in (("reason", reason), ("detail", detail), ("wechat_msgid", wechat_msgid)):
             if value is not None:
                 sets.append(f"{name} = :{name}")
@@ -226,7 +215,7 @@ class DynamoMessageLedger:
                 ExpressionAttributeValues=attr_values,
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if error_is(exc):
                 return False
             raise
         return True

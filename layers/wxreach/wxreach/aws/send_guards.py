@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from wxreach.aws import keys
+from wxreach.aws.attributes import error_is
 from wxreach.aws.clients import client
 from wxreach.reach.ports import CreditOutcome, RepeatReservation
 
@@ -20,10 +21,6 @@ from wxreach.reach.ports import CreditOutcome, RepeatReservation
 CREDIT_MARKER_RETENTION_SECONDS = 90 * 24 * 3600
 RATE_WINDOW_RETENTION_SECONDS = 120
 COUNTER_RETENTION_SECONDS = 3 * 24 * 3600
-
-
-def _failed(exc: ClientError, code: str = "ConditionalCheckFailedException") -> bool:
-    return exc.response["Error"]["Code"] == code
 
 
 def _epoch(dt: datetime) -> int:
@@ -38,7 +35,7 @@ class DynamoSendGuards:
         try:
             client("dynamodb").update_item(TableName=self._table, Key=key, **kwargs)
         except ClientError as exc:
-            if _failed(exc):
+            if error_is(exc):
                 return False
             raise
         return True
@@ -247,7 +244,7 @@ class DynamoSendGuards:
                 ]
             )
         except ClientError as exc:
-            if not _failed(exc, "TransactionCanceledException"):
+            if not error_is(exc, "TransactionCanceledException"):
                 raise
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if reasons and reasons[0] == "ConditionalCheckFailed":
@@ -286,7 +283,7 @@ class DynamoSendGuards:
                 ]
             )
         except ClientError as exc:
-            if _failed(exc, "TransactionCanceledException"):
+            if error_is(exc, "TransactionCanceledException"):
                 return False
             raise
         return True

@@ -83,6 +83,9 @@ class MessageBatch(BaseModel):
     content: MessageContent
     recipients: list[Recipient] = Field(min_length=1, max_length=MAX_BATCH_RECIPIENTS)
 
+    def message_id(self, openid: str) -> str:
+        return message_id_for(self.appid, self.channel, self.origin, openid)
+
 
 class Message(BaseModel):
     """The ledger's record of one message (docs/data-model.md)."""

@@ -33,7 +33,6 @@ from wxreach.reach.messages import (
     MessageBatch,
     MessageState,
     Recipient,
-    message_id_for,
 )
 from wxreach.reach.ports import (
     AccountDirectory,
@@ -65,7 +64,7 @@ from wxreach.wechat.errcodes import (
     WeChatApiError,
 )
 from wxreach.wechat.keywords import Channel
-from wxreach.wechat.tokens import TokenBroker
+from wxreach.wechat.tokens import TokenBroker, china_day
 
 CHINA = timedelta(hours=8)
 # WeChat dedupes template client_msg_id for 10 minutes (§2.1); resend only well inside that.
@@ -121,10 +120,6 @@ class _Later(Exception):
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
-
-
-def china_day(at: datetime) -> str:
-    return (at.astimezone(UTC) + CHINA).strftime("%Y-%m-%d")
 
 
 def next_china_midnight(at: datetime) -> datetime:
@@ -208,7 +203,7 @@ class SendService:
             if contexts[index] is None:
                 continue
             for recipient in batch.recipients:
-                message_id = message_id_for(batch.appid, batch.channel, batch.origin, recipient.openid)
+                message_id = batch.message_id(recipient.openid)
                 if message_id not in copies:
                     copies[message_id] = []
                     jobs.append((index, recipient))
@@ -237,7 +232,7 @@ class SendService:
         )
         for (index, recipient), (_, outcome) in zip(jobs, outcomes, strict=True):
             batch = batches[index]
-            for copy in copies[message_id_for(batch.appid, batch.channel, batch.origin, recipient.openid)]:
+            for copy in copies[batch.message_id(recipient.openid)]:
                 result = results[copy]
                 if isinstance(outcome, _Later):
                     result.retry_after = max(result.retry_after or 0.0, outcome.delay)
@@ -264,9 +259,7 @@ class SendService:
         self._queue.enqueue(batch, delay_seconds=int(result.retry_after))
         decided = {m.openid for m in result.messages}
         waiting = [
-            self._ledger.get(message_id_for(batch.appid, batch.channel, batch.origin, r.openid))
-            for r in batch.recipients
-            if r.openid not in decided
+            self._ledger.get(batch.message_id(r.openid)) for r in batch.recipients if r.openid not in decided
         ]
         return [*result.messages, *(m for m in waiting if m is not None)], True
 
@@ -317,7 +310,7 @@ class SendService:
     def _new_message(self, context: _BatchContext, recipient: Recipient) -> Message:
         batch = context.batch
         return Message(
-            message_id=message_id_for(batch.appid, batch.channel, batch.origin, recipient.openid),
+            message_id=batch.message_id(recipient.openid),
             appid=batch.appid,
             channel=batch.channel,
             openid=recipient.openid,
@@ -432,7 +425,7 @@ class SendService:
             raise _Later(max(1.0, (until - self._now()).total_seconds()), f"account paused: {why}")
 
         reservation: RepeatReservation | None = None
-        day = china_day(self._now())
+        day = china_day(self._clock())
         if take_over is None:
             if batch.channel is Channel.TEMPLATE:
                 follower = self._followers.get(batch.appid, recipient.openid)
