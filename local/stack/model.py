@@ -27,6 +27,7 @@ MOTO_TYPES: Final = frozenset(
         "AWS::Events::Rule",
         "AWS::Scheduler::ScheduleGroup",
         "AWS::Scheduler::Schedule",
+        "AWS::S3::Bucket",
     }
 )
 
@@ -52,6 +53,7 @@ IGNORED_TYPES: Final[dict[str, str]] = {
     "AWS::Lambda::Permission": "permissions are not enforced locally",
     "AWS::SQS::QueuePolicy": "permissions are not enforced locally",
     "AWS::SNS::TopicPolicy": "permissions are not enforced locally",
+    "AWS::S3::BucketPolicy": "permissions are not enforced locally",
     "AWS::Events::EventBusPolicy": "permissions are not enforced locally",
     "AWS::Lambda::EventInvokeConfig": "async retries/destinations are not emulated",
     "AWS::CloudWatch::Alarm": "no metrics locally",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 # Backends every stack uses: loaded in the child while the parent is still busy, not on first call.
-WARM_SERVICES = ("sqs", "dynamodb", "events", "scheduler", "sns")
+WARM_SERVICES = ("sqs", "dynamodb", "events", "scheduler", "sns", "s3")
 
 
 class MotoStartError(RuntimeError):
@@ -170,6 +170,29 @@ def serialise_dynamodb(app: Any) -> Any:
     return middleware
 
 
+def align_scheduler_updates() -> None:
+    """UpdateSchedule replaces the whole schedule on AWS: an omitted State becomes ENABLED and an
+    omitted ActionAfterCompletion NONE. moto stores a missing State as None (which hides the schedule
+    from list_schedules(State=ENABLED)) and keeps the ActionAfterCompletion given at creation; this
+    makes the child's moto answer like AWS, so code that forgets a field fails locally too."""
+    from moto.scheduler.responses import EventBridgeSchedulerResponse
+
+    original = EventBridgeSchedulerResponse.update_schedule
+    if getattr(original, "aligned_with_aws", False):
+        return
+
+    def update_schedule(self: Any) -> str:
+        answer = original(self)
+        name = self.uri.split("?")[0].split("/")[-1]
+        schedule = self.scheduler_backend.get_schedule(self._get_param("GroupName"), name)
+        schedule.state = self._get_param("State") or "ENABLED"
+        schedule.action_after_completion = self._get_param("ActionAfterCompletion") or "NONE"
+        return str(answer)
+
+    update_schedule.aligned_with_aws = True  # type: ignore[attr-defined]
+    EventBridgeSchedulerResponse.update_schedule = update_schedule  # type: ignore[method-assign]
+
+
 def child_main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import logging
@@ -190,6 +213,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
+    align_scheduler_updates()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(
         args.host, args.port, serialise_dynamodb(app), threaded=True, request_handler=MotoRequestHandler

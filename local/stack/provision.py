@@ -15,6 +15,7 @@ from typing import Any
 from local.stack.aws import Arn, MotoEndpoint, error_code
 from local.stack.cfn import TemplateError, _scalar_text, references
 from local.stack.model import IGNORED_TYPES, ResourceDecl, SamTemplate
+from local.stack.s3 import bucket_attributes, bucket_name, check_bucket_name, plan_bucket
 from local.stack.specs import FunctionSpec, Resource, RouteSpec, RuleTargetSpec, SqsSourceSpec
 
 log = logging.getLogger("local.stack")
@@ -347,6 +348,36 @@ class Provisioner:
             TopicArn=topic_arn, Protocol="sqs", Endpoint=props["Endpoint"], Attributes=attributes
         )
         return str(response["SubscriptionArn"])
+
+    # -- S3 -------------------------------------------------------------------------------------
+
+    def _create_AWS_S3_Bucket(self, decl: ResourceDecl) -> Resource:
+        props = self._resolve(decl)
+        explicit = props.get("BucketName")
+        if explicit is not None:
+            check_bucket_name(str(explicit))
+        name = str(explicit) if explicit is not None else bucket_name(self.stack_name, decl.logical_id)
+        plan = plan_bucket(props)
+        kwargs: dict[str, Any] = {"Bucket": name, **plan.create}
+        if self.endpoint.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.endpoint.region}
+        s3 = self.client("s3")
+        try:
+            s3.create_bucket(**kwargs)
+        except Exception as exc:
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+            # reused from an external moto: the configuration below is applied again
+        for operation, arguments in plan.calls:
+            getattr(s3, operation)(Bucket=name, **arguments)
+        self.out.warnings.extend(f"{decl.logical_id}: {warning}" for warning in plan.warnings)
+        attributes = bucket_attributes(
+            name,
+            region=self.endpoint.region,
+            partition=self.partition,
+            url_suffix=str(self.template.pseudo["AWS::URLSuffix"]),
+        )
+        return Resource(decl.logical_id, decl.type, "moto", name, attributes, decl.origin)
 
     # -- EventBridge ------------------------------------------------------------------------------
 

@@ -208,29 +208,40 @@ class SchedulerPoller(threading.Thread):
         """Every enabled schedule of every group, with its details (cached per modification)."""
         scheduler = self._client()
         found: list[dict[str, Any]] = []
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"State": "ENABLED"}
-            if token:
-                kwargs["NextToken"] = token
+            # Not filtered by State: an external moto stores an update without State as None, which
+            # AWS reads as ENABLED (the stack's own moto is aligned, see motoproc).
+            kwargs: dict[str, Any] = {"NextToken": token} if token else {}
             page = scheduler.list_schedules(**kwargs)
             for summary in page.get("Schedules", []):
+                if summary.get("State") not in (None, "ENABLED"):
+                    continue
                 key = (summary["Arn"], str(summary.get("LastModificationDate")))
                 details = self._details.get(key)
                 if details is None:
-                    try:
-                        details = scheduler.get_schedule(
-                            Name=summary["Name"], GroupName=summary.get("GroupName", "default")
-                        )
-                    except Exception as exc:
-                        if error_code(exc) == "ResourceNotFoundException":
-                            continue  # deleted meanwhile
-                        raise
-                    self._details[key] = details
+                    details = self._get(summary)
+                    if details is None:
+                        continue  # deleted meanwhile
+                seen[key] = details
                 found.append(details)
             token = page.get("NextToken")
             if not token:
+                self._details = seen  # forget deleted and superseded versions
                 return found
+
+    def _get(self, summary: dict[str, Any]) -> dict[str, Any] | None:
+        """The schedule's current details; None once it is deleted."""
+        try:
+            details: dict[str, Any] = self._client().get_schedule(
+                Name=summary["Name"], GroupName=summary.get("GroupName") or "default"
+            )
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return details
 
     def _due(self, details: dict[str, Any], now: datetime) -> tuple[str, datetime] | None:
         """(once-key, scheduled time) when the schedule must fire now, else None."""

@@ -43,7 +43,7 @@ def test_cli_serves_until_a_signal_then_exits_zero(tmp_path: Path, stop_signal: 
 def test_cli_fails_loudly_on_an_unsupported_resource(tmp_path: Path) -> None:
     template = write_sample_app(tmp_path / "app")
     text = template.read_text().replace(
-        "Resources:\n", "Resources:\n  Uploads:\n    Type: AWS::S3::Bucket\n", 1
+        "Resources:\n", "Resources:\n  Clicks:\n    Type: AWS::Kinesis::Stream\n", 1
     )
     template.write_text(text)
     process = launch("--template", str(template), data_dir=tmp_path / "data")
@@ -53,7 +53,7 @@ def test_cli_fails_loudly_on_an_unsupported_resource(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 2
-    assert "Uploads: resource type AWS::S3::Bucket is not supported by the local stack" in output
+    assert "Clicks: resource type AWS::Kinesis::Stream is not supported by the local stack" in output
 
 
 def test_cli_refuses_a_busy_port(tmp_path: Path) -> None:

@@ -179,8 +179,8 @@ def test_resources_come_from_the_template_itself(tmp_path: Path) -> None:
 
 
 def test_an_unsupported_resource_stops_the_start(tmp_path: Path) -> None:
-    template = absolute_copy(tmp_path, {"Uploads": {"Type": "AWS::S3::Bucket", "Properties": {}}})
-    with pytest.raises(StackError, match=r"Uploads: resource type AWS::S3::Bucket is not supported"):
+    template = absolute_copy(tmp_path, {"Clicks": {"Type": "AWS::Kinesis::Stream", "Properties": {}}})
+    with pytest.raises(StackError, match=r"Clicks: resource type AWS::Kinesis::Stream is not supported"):
         LocalStack(stack_settings(template, tmp_path / "data")).start()
 
 

@@ -212,10 +212,10 @@ Resources:
 
 
 def test_unsupported_resource_type_names_its_logical_id(tmp_path: Path) -> None:
-    template = write(tmp_path, BASE + "  Uploads:\n    Type: AWS::S3::Bucket\n")
+    template = write(tmp_path, BASE + "  Clicks:\n    Type: AWS::Kinesis::Stream\n")
     with pytest.raises(TemplateError) as caught:
         load_sam_template(template, stack_name="s", region="us-east-1", account_id="1")
-    assert "Uploads: resource type AWS::S3::Bucket is not supported" in str(caught.value)
+    assert "Clicks: resource type AWS::Kinesis::Stream is not supported" in str(caught.value)
 
 
 def test_unsupported_event_type_names_the_function_event(tmp_path: Path) -> None:
