@@ -186,7 +186,15 @@ class MemoryMessageLedger:
             item = self._item(message_id) or {}
             return item.get("claim_token"), _at(item.get("claimed_at"))
 
-    def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool:
+    def claim(
+        self,
+        message_id: str,
+        *,
+        token: str,
+        now: datetime,
+        take_over: str | None = None,
+        gate: str | None = None,
+    ) -> bool:
         with self._table.lock:
             item = self._item(message_id)
             if item is None:
@@ -217,6 +225,7 @@ class MemoryMessageLedger:
         values: dict[str, str] | None = None,
         appid: str | None = None,
         count_attempt: bool = True,
+        tally: str | None = None,
     ) -> bool:
         with self._table.lock:
             item = self._item(message_id)
@@ -946,7 +955,7 @@ def batches_for(openids: list[str], tag: str) -> list[MessageBatch]:
         MessageBatch(
             appid=APPID,
             channel=Channel.TEMPLATE,
-            origin=Origin(kind=OriginKind.BROADCAST, id=f"bench-{tag}", batch_id=str(start // BATCH_SIZE)),
+            origin=Origin(kind=OriginKind.JOURNEY, id=f"bench-{tag}", batch_id=str(start // BATCH_SIZE)),
             content=CONTENT,
             recipients=[
                 Recipient(openid=openid, params={"product": "咖啡豆", "order": f"{tag}N{start + i}"})

@@ -16,6 +16,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
+from broadcasts_routes import router as broadcasts_router
+from followers_routes import router as followers_router
 from wxreach import container
 from wxreach.errors import NotFound, WxReachError
 from wxreach.observability import logger, metrics, tracer
@@ -39,6 +41,8 @@ from wxreach.wechat.identifiers import OPENID_PATTERN, TEMPLATE_ID_PATTERN
 from wxreach.wechat.keywords import Channel, describe_rule
 
 app = APIGatewayRestResolver(enable_validation=True)
+app.include_router(broadcasts_router)
+app.include_router(followers_router)
 
 
 AppId = Annotated[str, Path(pattern=APPID_PATTERN, description="The account's AppID")]

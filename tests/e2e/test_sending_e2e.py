@@ -219,7 +219,7 @@ def test_rate_limit_holds_across_two_sender_processes(system: System, tmp_path: 
         batch = {
             "appid": APPID,
             "channel": "template",
-            "origin": {"kind": "broadcast", "id": "e2e-rate", "batch_id": str(n)},
+            "origin": {"kind": "journey", "id": "e2e-rate", "batch_id": str(n)},
             "content": CONTENT,
             "recipients": [
                 {"openid": o, "params": {"product": "豆", "no": f"R-{i}"}} for i, o in enumerate(half)

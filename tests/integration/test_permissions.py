@@ -73,7 +73,12 @@ def used(calls: list[AwsCall], world: AwsWorld) -> set[Grant]:
         if c.service == "dynamodb" and c.operation == "TransactWriteItems":
             for item in c.params["TransactItems"]:
                 ((kind, body),) = item.items()
-                action = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}.get(kind, kind)
+                action = {
+                    "Put": "PutItem",
+                    "Update": "UpdateItem",
+                    "Delete": "DeleteItem",
+                    "ConditionCheck": "ConditionCheckItem",
+                }[kind]
                 needed.add((f"dynamodb:{action}", tables[body["TableName"]], None))
         elif c.service == "dynamodb" and c.operation in ("BatchGetItem", "BatchWriteItem"):
             needed |= {(f"dynamodb:{c.operation}", tables[name], None) for name in c.params["RequestItems"]}

@@ -47,7 +47,7 @@ def template_batch(
     return MessageBatch(
         appid=wechat.APPID,
         channel=Channel.TEMPLATE,
-        origin=Origin(kind=OriginKind.BROADCAST, id=origin_id, batch_id="0"),
+        origin=Origin(kind=OriginKind.JOURNEY, id=origin_id, batch_id="0"),
         content=MessageContent(template_id=TEMPLATE_ID, data=data or ORDER, url="https://example.com/o"),
         recipients=[Recipient(openid=o, params=params(i)) for i, o in enumerate(openids)],
     )
@@ -57,7 +57,7 @@ def sub_batch(openids: list[str], origin_id: str = "s1") -> MessageBatch:
     return MessageBatch(
         appid=wechat.APPID,
         channel=Channel.SUBSCRIBE,
-        origin=Origin(kind=OriginKind.BROADCAST, id=origin_id, batch_id="0"),
+        origin=Origin(kind=OriginKind.JOURNEY, id=origin_id, batch_id="0"),
         content=MessageContent(
             template_id=SUB_TEMPLATE_ID, data={"thing1": "{{product}}", "character_string2": "SF{{order.no}}"}
         ),

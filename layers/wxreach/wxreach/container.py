@@ -16,8 +16,14 @@ from wxreach.reach.accounts import Account, AccountRegistration
 from wxreach.settings import get_settings
 
 if TYPE_CHECKING:
+    from wxreach.aws.broadcast_io import SqsSplitQueues
+    from wxreach.aws.broadcast_store import DynamoBroadcastStore
+    from wxreach.aws.mass_batch_store import DynamoMassBatchStore
+    from wxreach.aws.mass_queue import MassQueueConsumer
     from wxreach.aws.send_queue import SendQueueConsumer
+    from wxreach.reach.broadcast_service import BroadcastService
     from wxreach.reach.callbacks import CallbackService
+    from wxreach.reach.mass_sending import MassSendService
     from wxreach.reach.sending import SendService
     from wxreach.reach.template_service import TemplateService
     from wxreach.wechat.api import WeChatClient
@@ -173,19 +179,160 @@ def register_account(registration: AccountRegistration) -> Account:
 
 
 def reset() -> None:
+    """Forget every adapter and service built so far (tests, between moto contexts)."""
     if wechat.cache_info().currsize:
         wechat().close()
-    for factory in (
-        accounts,
-        secrets,
-        followers,
-        callback_service,
-        wechat,
-        tokens,
-        template_service,
-        send_service,
-        send_queue_consumer,
-        get_settings,
-    ):
-        factory.cache_clear()
+    for factory in list(globals().values()):
+        if (
+            callable(factory)
+            and hasattr(factory, "cache_clear")
+            and getattr(factory, "__module__", "")
+            in (
+                __name__,
+                "wxreach.settings",
+            )
+        ):
+            factory.cache_clear()
+    get_settings.cache_clear()
     reset_clients()
+
+
+# -- broadcasts ----------------------------------------------------------------------------------
+@functools.cache
+def broadcast_store() -> DynamoBroadcastStore:
+    from wxreach.aws.broadcast_store import DynamoBroadcastStore
+
+    return DynamoBroadcastStore(get_settings().ledger_table)
+
+
+@functools.cache
+def split_queues() -> SqsSplitQueues:
+    from wxreach.aws.broadcast_io import SqsSplitQueues
+
+    settings = get_settings()
+    return SqsSplitQueues(
+        send_queue_url=settings.send_queue_url,
+        mass_queue_url=settings.mass_queue_url,
+        split_queue_url=settings.split_queue_url,
+    )
+
+
+@functools.cache
+def broadcast_service() -> BroadcastService:
+    from wxreach.aws.audience_store import DynamoAudienceLookup, DynamoBroadcastCounters
+    from wxreach.aws.broadcast_io import S3Reports, S3Segments, SchedulerSchedules, SplitResumer
+    from wxreach.reach.audiences import AudienceReader
+    from wxreach.reach.broadcast_service import BroadcastPolicy, BroadcastService
+    from wxreach.reach.splitting import Splitter
+
+    settings = get_settings()
+    lookup = DynamoAudienceLookup(settings.quota_table)
+    reader = AudienceReader(followers(), lookup, S3Segments(settings.broadcast_bucket))
+    counters = DynamoBroadcastCounters(settings.quota_table)
+    schedules = SchedulerSchedules(
+        group=settings.schedule_group, target_arn=settings.splitter_arn, role_arn=settings.scheduler_role_arn
+    )
+    store = broadcast_store()
+    splitter = Splitter(
+        store=store,
+        reader=reader,
+        output=split_queues(),
+        daily=counters,
+        rescheduler=SplitResumer(schedules),
+        mass_daily_cap=settings.mass_daily_cap,
+    )
+    return BroadcastService(
+        store=store,
+        accounts=accounts(),
+        templates=template_service(),
+        reader=reader,
+        lookup=lookup,
+        splitter=splitter,
+        trigger=split_queues(),
+        schedules=schedules,
+        reports=S3Reports(settings.broadcast_bucket),
+        daily=counters,
+        mass_batches=mass_batch_store(),
+        mass=mass_send_service(),
+        sender=send_service(),
+        policy=BroadcastPolicy(
+            large_send_threshold=settings.large_send_threshold,
+            mass_daily_cap=settings.mass_daily_cap,
+            template_daily_cap=settings.template_daily_cap,
+            repeat_window_seconds=settings.repeat_guard_window_seconds,
+            cancel_settle_seconds=settings.cancel_settle_seconds,
+        ),
+    )
+
+
+# -- mass sender: imported lazily so other functions never load it --------------------------------
+def load_mass_stack() -> None:
+    """Imports (creates nothing) what mass_queue_consumer() needs, for the mass sender's init."""
+    import wxreach.aws.mass_batch_store
+    import wxreach.aws.mass_queue
+    import wxreach.aws.send_guards
+    import wxreach.aws.token_store
+    import wxreach.reach.mass_sending  # noqa: F401
+
+
+@functools.cache
+def mass_batch_store() -> DynamoMassBatchStore:
+    from wxreach.aws.mass_batch_store import DynamoMassBatchStore
+
+    return DynamoMassBatchStore(get_settings().ledger_table)
+
+
+@functools.cache
+def mass_send_service() -> MassSendService:
+    from wxreach.aws.send_guards import DynamoSendGuards
+    from wxreach.reach.mass_sending import MassSendPolicy, MassSendService
+
+    settings = get_settings()
+    return MassSendService(
+        store=mass_batch_store(),
+        guards=DynamoSendGuards(settings.quota_table),
+        wechat=wechat(),
+        tokens=tokens(),
+        policy=MassSendPolicy(
+            calls_per_minute=settings.mass_calls_per_minute,
+            claim_seconds=settings.mass_claim_seconds,
+            permit_wait_seconds=settings.mass_permit_wait_seconds,
+            max_attempts=settings.mass_max_attempts,
+            pause_seconds=settings.account_pause_seconds,
+        ),
+    )
+
+
+@functools.cache
+def mass_queue_consumer() -> MassQueueConsumer:
+    from wxreach.aws.mass_queue import MassQueueConsumer
+
+    settings = get_settings()
+    return MassQueueConsumer(
+        mass_send_service(), queue_url=settings.mass_queue_url, dead_letter_url=settings.mass_dead_letter_url
+    )
+
+
+# -- follower sync and tags: imported lazily (only the operator API and the sync function) ---------
+if TYPE_CHECKING:
+    from wxreach.reach.follower_sync import FollowerSyncService
+
+
+@functools.cache
+def follower_sync_service() -> FollowerSyncService:
+    from wxreach.aws.follower_sync_store import DynamoSyncJobs, DynamoTagCatalog, SqsFollowerSyncQueue
+    from wxreach.reach.follower_sync import FollowerSyncService
+
+    settings = get_settings()
+    return FollowerSyncService(
+        jobs=DynamoSyncJobs(settings.quota_table),
+        queue=SqsFollowerSyncQueue(settings.follower_sync_queue_url)
+        if settings.follower_sync_queue_url
+        else None,
+        # Its own store: a page's writes use the sync's pool size, not the webhook's.
+        followers=FollowerStore(settings.quota_table, workers=settings.follower_sync_concurrency),
+        tags=DynamoTagCatalog(settings.quota_table),
+        wechat=wechat(),
+        tokens=tokens(),
+        tag_sync_max_members=settings.tag_sync_max_members,
+    )

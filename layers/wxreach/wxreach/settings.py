@@ -31,6 +31,19 @@ class Settings(BaseModel):
     aws_max_attempts: int = Field(default=3, ge=1)
     send_queue_url: str | None = None
     send_dead_letter_url: str | None = None
+    # -- broadcasts: dry-run reports and segments (S3), one-time schedules (EventBridge Scheduler)
+    broadcast_bucket: str | None = None
+    schedule_group: str | None = None
+    scheduler_role_arn: str | None = None
+    # -- broadcasts: the splitter, the large-send guard, the daily mass cap --------------------
+    split_queue_url: str | None = None
+    splitter_arn: str | None = None
+    # Publishing to more recipients than this needs `confirm: <the estimate's count>`.
+    large_send_threshold: int = Field(default=10_000, ge=0)
+    # Mass recipients per account per China day (our cap, on top of WeChat's own quotas).
+    mass_daily_cap: int = Field(default=1_000_000, ge=1)
+    # How long a cancel waits for the sends already on the wire before it reports.
+    cancel_settle_seconds: float = Field(default=8.0, ge=0)
     # WeChat API calls (httpx): per-call budgets and the connection pool.
     wechat_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     wechat_read_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -54,6 +67,23 @@ class Settings(BaseModel):
     # How long one recipient waits for a rate permit before its record is retried later (the
     # operator API's synchronous sends wait less: WXREACH_PERMIT_WAIT_SECONDS in template.yaml).
     permit_wait_seconds: float = Field(default=20.0, gt=0)
+    # -- mass sender --------------------------------------------------------------------------
+    mass_queue_url: str | None = None
+    mass_dead_letter_url: str | None = None
+    # Mass API calls (send, sendall, preview) per account in any rolling minute, all instances (§4.1).
+    mass_calls_per_minute: int = Field(default=60, ge=1, le=60)
+    # A batch claimed ("sending") longer ago than this was left by a crashed instance: taken over.
+    mass_claim_seconds: int = Field(default=120, ge=30)
+    # How long one batch waits for a mass permit before its record comes back later.
+    mass_permit_wait_seconds: float = Field(default=20.0, gt=0)
+    # Retry-later answers (-1, 42010, timeouts...) a batch gets before it is failed.
+    mass_max_attempts: int = Field(default=12, ge=1)
+    # -- follower sync and tags ----------------------------------------------------------------
+    follower_sync_queue_url: str | None = None
+    # Profile writes in flight while the sync stores one 10 000-follower page.
+    follower_sync_concurrency: int = Field(default=16, ge=1, le=64)
+    # A synchronous tag sync (operator request) updates membership up to this many members.
+    tag_sync_max_members: int = Field(default=20_000, ge=0)
 
     @model_validator(mode="after")
     def _dedupe_outlives_replay_window(self) -> Settings:

@@ -9,9 +9,9 @@ that slipped past dedupe) can grant it twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -20,23 +20,35 @@ from wxreach.aws.attributes import error_is, from_unix_seconds, unix_seconds
 from wxreach.aws.clients import client
 from wxreach.errors import WxReachError
 from wxreach.reach.followers import (
+    CreditRow,
     Follower,
+    FollowerRow,
     SubscriptionGrant,
     SubscriptionKind,
     SubscriptionStatus,
     WriteOutcome,
 )
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 # Grant markers only need to outlive WeChat's retries and our dedupe window, with margin.
 GRANT_EVENT_RETENTION_SECONDS = 7 * 24 * 3600
 _BATCH_GET_ATTEMPTS = 5
-# Every profile write keeps the listing index (followers of an account) in step.
+# Every profile write keeps the listing index (followers of an account, sharded) in step.
 _IDENTITY_SETS = ("gsi1pk = :gpk", "gsi1sk = :gsk", "appid = :appid", "openid = :openid")
+# Grant writes that can leave a usable grant put it in the template's credit index; kept once set.
+_CREDIT_INDEX_SETS = ("gsi1pk = if_not_exists(gsi1pk, :cpk)", "gsi1sk = if_not_exists(gsi1sk, :csk)")
+_BATCH_GET_KEYS = 100
 
 
 class FollowerStore:
-    def __init__(self, table: str) -> None:
+    # Read by the audience reader: one listing per shard, in parallel or one after another.
+    shard_count = keys.FOLLOWER_INDEX_SHARDS
+
+    def __init__(self, table: str, *, workers: int = 16) -> None:
         self._table = table
+        self._workers = workers
 
     def _update(self, key: dict[str, Any], **kwargs: Any) -> bool:
         """Conditional UpdateItem; False when the condition says the write is stale or repeated."""
@@ -138,12 +150,15 @@ class FollowerStore:
                         "Update": {
                             "TableName": self._table,
                             "Key": self._grant_key(appid, openid, template_id),
-                            "UpdateExpression": "SET template_id = :tid ADD one_time_credits :one",
+                            "UpdateExpression": "SET template_id = :tid, "
+                            + ", ".join(_CREDIT_INDEX_SETS)
+                            + " ADD one_time_credits :one",
                             "ConditionExpression": "attribute_not_exists(revoked_at) OR revoked_at < :t",
                             "ExpressionAttributeValues": {
                                 ":tid": {"S": template_id},
                                 ":one": {"N": "1"},
                                 ":t": unix_seconds(at),
+                                **self._credit_index(appid, openid, template_id),
                             },
                         }
                     }
@@ -199,6 +214,9 @@ class FollowerStore:
         if long_term is not None:
             sets.append("long_term = :lt")
             values[":lt"] = {"BOOL": long_term}
+        if status is SubscriptionStatus.ACCEPTED:
+            sets += _CREDIT_INDEX_SETS
+            values.update(self._credit_index(appid, openid, template_id))
         if status is SubscriptionStatus.REVOKED:
             sets += ["one_time_credits = :zero", "revoked_at = :t"]
             values[":zero"] = {"N": "0"}
@@ -214,10 +232,17 @@ class FollowerStore:
     @staticmethod
     def _identity(appid: str, openid: str) -> dict[str, Any]:
         return {
-            ":gpk": {"S": keys.followers_index_pk(appid)},
+            ":gpk": {"S": keys.followers_index_pk(appid, keys.follower_shard(openid))},
             ":gsk": {"S": openid},
             ":appid": {"S": appid},
             ":openid": {"S": openid},
+        }
+
+    @staticmethod
+    def _credit_index(appid: str, openid: str, template_id: str) -> dict[str, Any]:
+        return {
+            ":cpk": {"S": keys.credits_index_pk(appid, template_id, keys.follower_shard(openid))},
+            ":csk": {"S": openid},
         }
 
     def template_kinds(self, appid: str, template_ids: Iterable[str]) -> dict[str, SubscriptionKind]:
@@ -302,3 +327,260 @@ class FollowerStore:
                     )
                 )
         return follower.model_copy(update={"subscriptions": grants})
+
+    # -- follower listing (audiences): one eventually consistent index Query page per call ---------
+    def list_shard(
+        self, appid: str, shard: int, *, start_after: str | None, limit: int
+    ) -> tuple[list[FollowerRow], str | None]:
+        items, after = self._index_page(
+            keys.followers_index_pk(appid, shard),
+            keys.FOLLOWER_SK,
+            appid,
+            start_after=start_after,
+            limit=limit,
+            projection="gsi1sk, following, followed_at, unfollowed_at, #tags",
+            names={"#tags": "tags"},
+        )
+        return [_follower_row(item) for item in items], after
+
+    def list_credit_holders(
+        self, appid: str, template_id: str, shard: int, *, start_after: str | None, limit: int
+    ) -> tuple[list[CreditRow], str | None]:
+        items, after = self._index_page(
+            keys.credits_index_pk(appid, template_id, shard),
+            keys.subscription_sk(template_id),
+            appid,
+            start_after=start_after,
+            limit=limit,
+            projection="gsi1sk, one_time_credits, long_term",
+        )
+        rows = [
+            CreditRow(
+                openid=item["gsi1sk"]["S"],
+                one_time_credits=int(item.get("one_time_credits", {}).get("N", "0")),
+                long_term=bool(item.get("long_term", {}).get("BOOL", False)),
+            )
+            for item in items
+        ]
+        return rows, after
+
+    def list_tagged(
+        self, appid: str, shard: int, *, start_after: str | None, limit: int
+    ) -> tuple[list[FollowerRow], str | None]:
+        """Like list_shard, only rows carrying a tag (the filter saves transfer, not reads)."""
+        items, after = self._index_page(
+            keys.followers_index_pk(appid, shard),
+            keys.FOLLOWER_SK,
+            appid,
+            start_after=start_after,
+            limit=limit,
+            projection="gsi1sk, following, #tags",
+            names={"#tags": "tags"},
+            filter_expression="attribute_exists(#tags)",
+        )
+        return [_follower_row(item) for item in items], after
+
+    def _index_page(
+        self,
+        index_pk: str,
+        item_sk: str,
+        appid: str,
+        *,
+        start_after: str | None,
+        limit: int,
+        projection: str,
+        names: dict[str, str] | None = None,
+        filter_expression: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :ipk",
+            "ExpressionAttributeValues": {":ipk": {"S": index_pk}, **(values or {})},
+            "ProjectionExpression": projection,
+            "Limit": limit,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if filter_expression:
+            kwargs["FilterExpression"] = filter_expression
+        if start_after is not None:
+            # A GSI start key also names the table key; both follow from the openid.
+            kwargs["ExclusiveStartKey"] = {
+                "gsi1pk": {"S": index_pk},
+                "gsi1sk": {"S": start_after},
+                "pk": {"S": keys.follower_pk(appid, start_after)},
+                "sk": {"S": item_sk},
+            }
+        resp = client("dynamodb").query(**kwargs)
+        last = resp.get("LastEvaluatedKey")
+        return resp.get("Items", []), (last["gsi1sk"]["S"] if last else None)
+
+    # -- follower sync (reach.follower_sync) ----------------------------------------------------
+    def record_synced(self, appid: str, openids: Sequence[str], *, fetched_at: datetime) -> int:
+        """Marks a page of WeChat's follower list as following, idempotently; returns how many
+        profiles a newer follow or unfollow event kept as they were.
+
+        A follow change recorded at or after the page's fetch second wins (WeChat's list may
+        predate it); nothing here counts as a follow event. Absent profiles (the usual case on a
+        first sync) are created by a PutItem conditional on absence; existing ones, or one the
+        webhook created meanwhile, get a conditional UpdateItem that keeps every other attribute.
+        """
+        existing = self._existing_profiles(appid, openids)
+        fetched = unix_seconds(fetched_at)
+
+        def write(openid: str) -> bool:
+            if openid not in existing:
+                try:
+                    client("dynamodb").put_item(
+                        TableName=self._table,
+                        Item={
+                            **self._profile_key(appid, openid),
+                            "following": {"BOOL": True},
+                            "synced_at": fetched,
+                            "gsi1pk": {"S": keys.followers_index_pk(appid, keys.follower_shard(openid))},
+                            "gsi1sk": {"S": openid},
+                            "appid": {"S": appid},
+                            "openid": {"S": openid},
+                        },
+                        ConditionExpression="attribute_not_exists(pk)",
+                    )
+                    return True
+                except ClientError as exc:
+                    if not error_is(exc):
+                        raise
+            return self._update(
+                self._profile_key(appid, openid),
+                UpdateExpression="SET following = :t, synced_at = :s, " + ", ".join(_IDENTITY_SETS),
+                ConditionExpression="attribute_not_exists(follow_changed_at) OR follow_changed_at < :s",
+                ExpressionAttributeValues={
+                    ":t": {"BOOL": True},
+                    ":s": fetched,
+                    **self._identity(appid, openid),
+                },
+            )
+
+        applied = self._parallel(write, list(dict.fromkeys(openids)))
+        return sum(1 for done in applied if not done)
+
+    def _existing_profiles(self, appid: str, openids: Sequence[str]) -> set[str]:
+        """Which of `openids` have a profile (BatchGetItem, 100 keys a call, key only)."""
+        wanted = list(dict.fromkeys(openids))
+        chunks = [wanted[i : i + _BATCH_GET_KEYS] for i in range(0, len(wanted), _BATCH_GET_KEYS)]
+        prefix = keys.follower_pk(appid, "")
+
+        def present(chunk: list[str]) -> set[str]:
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [self._profile_key(appid, openid) for openid in chunk],
+                    "ProjectionExpression": "pk",
+                }
+            }
+            found: set[str] = set()
+            for attempt in range(_BATCH_GET_ATTEMPTS):
+                if attempt:
+                    time.sleep(0.05 * 2**attempt)
+                resp = client("dynamodb").batch_get_item(RequestItems=request)
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    found.add(item["pk"]["S"].removeprefix(prefix))
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    return found
+            raise WxReachError("DynamoDB left keys unprocessed", reason="store_busy", status=503)
+
+        return set().union(*self._parallel(present, chunks)) if chunks else set()
+
+    def mark_unseen(
+        self,
+        appid: str,
+        shard: int,
+        *,
+        start_after: str | None,
+        limit: int,
+        synced_before: datetime,
+        evidence_before: datetime,
+    ) -> tuple[int, str | None]:
+        """After a complete sync: profiles on one index page that still count as following but
+        that the sync did not see (`synced_at` before it started), and that show no follow, scan
+        or message since `evidence_before`, become not following. No follow event is invented:
+        `follow_changed_at` stays as it was, so any real event still decides. Returns how many
+        changed and the start_after of the next page."""
+        candidate = (
+            "(attribute_not_exists(following) OR following = :t)"
+            " AND (attribute_not_exists(synced_at) OR synced_at < :since)"
+        )
+        items, after = self._index_page(
+            keys.followers_index_pk(appid, shard),
+            keys.FOLLOWER_SK,
+            appid,
+            start_after=start_after,
+            limit=limit,
+            projection="gsi1sk",
+            filter_expression=candidate,
+            values={":t": {"BOOL": True}, ":since": unix_seconds(synced_before)},
+        )
+        evidence = unix_seconds(evidence_before)
+
+        def unmark(openid: str) -> bool:
+            return self._update(
+                self._profile_key(appid, openid),
+                UpdateExpression="SET following = :f, unseen_by_sync_at = :since",
+                ConditionExpression=candidate
+                + " AND (attribute_not_exists(follow_changed_at) OR follow_changed_at < :ev)"
+                " AND (attribute_not_exists(last_interaction_at) OR last_interaction_at < :ev)",
+                ExpressionAttributeValues={
+                    ":t": {"BOOL": True},
+                    ":f": {"BOOL": False},
+                    ":since": unix_seconds(synced_before),
+                    ":ev": evidence,
+                },
+            )
+
+        changed = self._parallel(unmark, [item["gsi1sk"]["S"] for item in items])
+        return sum(changed), after
+
+    # -- tag membership ------------------------------------------------------------------------
+    def add_tag(self, appid: str, tag_id: int, openids: Sequence[str]) -> None:
+        """WeChat lists only followers in a tag: a member the registry has not met yet gets a
+        profile (follow state unknown until a sync or event)."""
+        self._parallel(
+            lambda openid: self._update(
+                self._profile_key(appid, openid),
+                UpdateExpression="SET " + ", ".join(_IDENTITY_SETS) + " ADD #tags :tag",
+                ExpressionAttributeNames={"#tags": "tags"},
+                ExpressionAttributeValues={":tag": {"NS": [str(tag_id)]}, **self._identity(appid, openid)},
+            ),
+            list(dict.fromkeys(openids)),
+        )
+
+    def remove_tag(self, appid: str, tag_id: int, openids: Sequence[str]) -> None:
+        self._parallel(
+            lambda openid: self._update(
+                self._profile_key(appid, openid),
+                UpdateExpression="DELETE #tags :tag",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#tags": "tags"},
+                ExpressionAttributeValues={":tag": {"NS": [str(tag_id)]}},
+            ),
+            list(dict.fromkeys(openids)),
+        )
+
+    def _parallel(self, work: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+        if len(items) <= 1 or self._workers <= 1:
+            return [work(item) for item in items]
+        # Imported here: the webhook loads this module at cold start and never needs a pool.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(self._workers, len(items))) as pool:
+            return list(pool.map(work, items))
+
+
+def _follower_row(item: dict[str, Any]) -> FollowerRow:
+    return FollowerRow(
+        openid=item["gsi1sk"]["S"],
+        following=item["following"]["BOOL"] if "following" in item else None,
+        followed_at=from_unix_seconds(item.get("followed_at")),
+        unfollowed_at=from_unix_seconds(item.get("unfollowed_at")),
+        tags=frozenset(int(tag) for tag in item.get("tags", {}).get("NS", [])),
+    )

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+
 ACCOUNTS_INDEX_PK = "ACCOUNTS"
 ACCOUNT_SK = "ACCOUNT"
 FOLLOWER_SK = "PROFILE"
+# The follower and credit listings are split over this many index partitions (docs/data-model.md:
+# 10 million followers must be written by the sync and read by the splitter in parallel). Changing
+# it re-homes every follower: the value is part of the stored data.
+FOLLOWER_INDEX_SHARDS = 32
+FOLLOWER_SYNC_SK = "SYNC#followers"
 
 
 def account_pk(appid: str) -> str:
@@ -15,8 +22,26 @@ def follower_pk(appid: str, openid: str) -> str:
     return f"FOLLOWER#{appid}#{openid}"
 
 
-def followers_index_pk(appid: str) -> str:
-    return f"FOLLOWERS#{appid}"
+def follower_shard(openid: str) -> int:
+    """Stable across processes and Python versions (hash() is salted per process)."""
+    digest = hashlib.sha256(openid.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % FOLLOWER_INDEX_SHARDS
+
+
+def followers_index_pk(appid: str, shard: int) -> str:
+    return f"FOLLOWERS#{appid}#{shard}"
+
+
+def credits_index_pk(appid: str, template_id: str, shard: int) -> str:
+    """Grant items (`SUB#<tpl>`) of one template, sharded like the followers index."""
+    return f"CREDITS#{appid}#{template_id}#{shard}"
+
+
+TAG_SK_PREFIX = "TAG#"
+
+
+def tag_sk(tag_id: int) -> str:
+    return f"{TAG_SK_PREFIX}{tag_id}"
 
 
 def subscription_sk(template_id: str) -> str:
@@ -68,3 +93,49 @@ def message_pk(message_id: str) -> str:
 def wechat_msgid_index_pk(appid: str, msgid: str) -> str:
     """Finds a message from WeChat's MsgID in a delivery callback (status updater)."""
     return f"WXMSG#{appid}#{msgid}"
+
+
+# -- broadcasts (ledger table) -----------------------------------------------------------------
+BROADCAST_META_SK = "META"
+BROADCAST_SPLIT_SK = "SPLIT"
+BROADCAST_COUNTER_SHARDS = 8
+
+
+def broadcast_pk(broadcast_id: str) -> str:
+    return f"BCAST#{broadcast_id}"
+
+
+def batch_sk(number: int) -> str:
+    return f"BATCH#{number:06d}"
+
+
+def broadcasts_index_pk(appid: str) -> str:
+    """Lists an account's broadcasts, newest first (gsi1sk = `<created_at>#<id>`)."""
+    return f"BCASTS#{appid}"
+
+
+def broadcast_counter_sk(shard: int) -> str:
+    """One of BROADCAST_COUNTER_SHARDS counter items: message outcomes by state and reason."""
+    return f"COUNT#{shard}"
+
+
+def audit_sk(at_iso: str, suffix: str) -> str:
+    return f"AUDIT#{at_iso}#{suffix}"
+
+
+# -- mass batches (ledger table; the mass sender's store) --------------------------------------
+BATCH_SK_PREFIX = "BATCH#"  # every batch_sk(n); batch_recipients_sk items do not share it
+
+
+def batch_recipients_sk(number: int, part: int) -> str:
+    """One part of a mass batch's openids (kept apart so the batch item stays small)."""
+    return f"BATCHRCPT#{number:06d}#{part:02d}"
+
+
+def batch_recipients_prefix(number: int) -> str:
+    return f"BATCHRCPT#{number:06d}#"
+
+
+def mass_msgid_index_pk(appid: str, msg_id: str) -> str:
+    """Finds a mass batch from WeChat's msg_id in MASSSENDJOBFINISH (status updater)."""
+    return f"WXMASS#{appid}#{msg_id}"

@@ -15,12 +15,21 @@ from botocore.exceptions import ClientError
 from wxreach.aws import keys
 from wxreach.aws.attributes import error_is, from_unix_seconds, unix_seconds
 from wxreach.aws.clients import client
-from wxreach.reach.messages import Message, MessageState, Origin
+from wxreach.reach.messages import TERMINAL_STATES, BroadcastClosed, Message, MessageState, Origin
 from wxreach.wechat.keywords import Channel
 
 # Records of single sends and journey actions outlive the status updater's reconciliation.
 MESSAGE_RETENTION_SECONDS = 400 * 24 * 3600
 MAX_STORED_VALUE_CHARS = 256
+TRANSACTION_CANCELLED = "TransactionCanceledException"
+
+
+def counter_shard(message_id: str) -> int:
+    return int(message_id[1:9], 16) % keys.BROADCAST_COUNTER_SHARDS
+
+
+def _cancel_reasons(exc: ClientError) -> list[str]:
+    return [r.get("Code", "") for r in exc.response.get("CancellationReasons", [])]
 
 
 def _to_item(message: Message) -> dict[str, Any]:
@@ -107,40 +116,103 @@ class DynamoMessageLedger:
         item: dict[str, Any] | None = resp.get("Item")
         return item
 
+    def broadcast_sending(self, broadcast_id: str) -> bool:
+        resp = client("dynamodb").get_item(
+            TableName=self._table,
+            Key={"pk": {"S": keys.broadcast_pk(broadcast_id)}, "sk": {"S": keys.BROADCAST_META_SK}},
+            ConsistentRead=True,
+            ProjectionExpression="#s",
+            ExpressionAttributeNames={"#s": "state"},
+        )
+        return bool(resp.get("Item", {}).get("state", {}).get("S") == "sending")
+
     def claim_info(self, message_id: str) -> tuple[MessageState | None, str | None, datetime | None]:
         """(state, claim token, claimed at), read consistently."""
         item = self._get_item(message_id) or {}
         state = MessageState(item["state"]["S"]) if "state" in item else None
         return state, item.get("claim_token", {}).get("S"), from_unix_seconds(item.get("claimed_at"))
 
-    def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool:
+    def claim(
+        self,
+        message_id: str,
+        *,
+        token: str,
+        now: datetime,
+        take_over: str | None = None,
+        gate: str | None = None,
+    ) -> bool:
         """queued → sending under `token`; or, with take_over, a sending claim left by a dead
-        instance (that exact claim token) re-claimed. False when someone else holds it."""
+        instance (that exact claim token) re-claimed. False when someone else holds it.
+
+        With `gate` (a broadcast id) the claim holds only while that broadcast is sending, in one
+        transaction: once a cancel has flipped it, no message of it can start (BroadcastClosed)."""
         values: dict[str, Any]
         if take_over is None:
             condition, values = "#state = :queued", {":queued": {"S": MessageState.QUEUED}}
         else:
             condition = "#state = :sending AND claim_token = :old"
             values = {":sending": {"S": MessageState.SENDING}, ":old": {"S": take_over}}
+        update = {
+            "TableName": self._table,
+            "Key": self._key(message_id),
+            "UpdateExpression": (
+                "SET #state = :to, claim_token = :token, claimed_at = :now, updated_at = :now,"
+                " first_claimed_at = if_not_exists(first_claimed_at, :now)"
+            ),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {
+                **values,
+                ":to": {"S": MessageState.SENDING},
+                ":token": {"S": token},
+                ":now": unix_seconds(now),
+            },
+        }
+        if gate is not None:
+            # A take-over inherits the dead claim's count: claims − releases stays exact.
+            return self._gated_claim(update, gate, count=take_over is None)
         try:
-            client("dynamodb").update_item(
-                TableName=self._table,
-                Key=self._key(message_id),
-                UpdateExpression=(
-                    "SET #state = :to, claim_token = :token, claimed_at = :now, updated_at = :now,"
-                    " first_claimed_at = if_not_exists(first_claimed_at, :now)"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    **values,
-                    ":to": {"S": MessageState.SENDING},
-                    ":token": {"S": token},
-                    ":now": unix_seconds(now),
-                },
-            )
+            client("dynamodb").update_item(**update)
         except ClientError as exc:
             if error_is(exc):
+                return False
+            raise
+        return True
+
+    def _gated_claim(self, update: dict[str, Any], broadcast_id: str, *, count: bool) -> bool:
+        message_id = update["Key"]["pk"]["S"].removeprefix("MSG#")
+        claims = {
+            "TableName": self._table,
+            "Key": {
+                "pk": {"S": keys.broadcast_pk(broadcast_id)},
+                "sk": {"S": keys.broadcast_counter_sk(counter_shard(message_id))},
+            },
+            "UpdateExpression": "ADD #claims :one",
+            "ExpressionAttributeNames": {"#claims": "n:claims"},
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+        check = {
+            "TableName": self._table,
+            "Key": {"pk": {"S": keys.broadcast_pk(broadcast_id)}, "sk": {"S": keys.BROADCAST_META_SK}},
+            "ConditionExpression": "#s = :sending",
+            "ExpressionAttributeNames": {"#s": "state"},
+            "ExpressionAttributeValues": {":sending": {"S": "sending"}},
+        }
+        try:
+            client("dynamodb").transact_write_items(
+                TransactItems=[
+                    {"ConditionCheck": check},
+                    {"Update": update},
+                    *([{"Update": claims}] if count else []),
+                ]
+            )
+        except ClientError as exc:
+            if not error_is(exc, TRANSACTION_CANCELLED):
+                raise
+            reasons = _cancel_reasons(exc)
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise BroadcastClosed(broadcast_id) from exc
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 return False
             raise
         return True
@@ -160,11 +232,14 @@ class DynamoMessageLedger:
         appid: str | None = None,
         count_attempt: bool = True,
         maybe_sent: bool = False,
+        tally: str | None = None,
     ) -> bool:
         """Moves the message to a terminal state (or back to queued), once.
 
         With claim_token: only the holder of that claim may. Without: only from queued (a
-        decision taken before any claim, e.g. skipped or invalid).
+        decision taken before any claim, e.g. skipped or invalid). With `tally` (a broadcast id)
+        a terminal state is counted on one of the broadcast's counter shards in the same
+        transaction, so the counts always equal the sum of the messages.
         """
         sets = ["#state = :to", "updated_at = :now"]
         removes = ["claim_token", "claimed_at"]
@@ -202,20 +277,64 @@ class DynamoMessageLedger:
         else:
             condition = "#state = :queued"
             attr_values[":queued"] = {"S": MessageState.QUEUED}
-        try:
-            client("dynamodb").update_item(
-                TableName=self._table,
-                Key=self._key(message_id),
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={
-                    "#state": "state",
-                    **({"#values": "values"} if values is not None else {}),
-                },
-                ExpressionAttributeValues=attr_values,
+        update = {
+            "TableName": self._table,
+            "Key": self._key(message_id),
+            "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {
+                "#state": "state",
+                **({"#values": "values"} if values is not None else {}),
+            },
+            "ExpressionAttributeValues": attr_values,
+        }
+        if tally is not None and (state in TERMINAL_STATES or claim_token is not None):
+            return self._finish_counted(
+                update, tally, message_id, state if state in TERMINAL_STATES else None, reason, claim_token
             )
+        try:
+            client("dynamodb").update_item(**update)
         except ClientError as exc:
             if error_is(exc):
+                return False
+            raise
+        return True
+
+    def _finish_counted(
+        self,
+        update: dict[str, Any],
+        broadcast_id: str,
+        message_id: str,
+        state: MessageState | None,
+        reason: str | None,
+        claim_token: str | None,
+    ) -> bool:
+        """The message's transition and its broadcast's counts in one transaction: terminal
+        states by reason, and `releases` of claims (claims − releases = sends on the wire)."""
+        names: dict[str, str] = {}
+        if state is not None:
+            names["#st"] = f"n:{state}"
+            if reason:
+                names["#re"] = f"n:{state}:{reason}"
+        if claim_token is not None:
+            names["#rel"] = "n:releases"
+        expression = "ADD " + ", ".join(f"{name} :one" for name in names)
+        counter = {
+            "TableName": self._table,
+            "Key": {
+                "pk": {"S": keys.broadcast_pk(broadcast_id)},
+                "sk": {"S": keys.broadcast_counter_sk(counter_shard(message_id))},
+            },
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+        try:
+            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, {"Update": counter}])
+        except ClientError as exc:
+            if error_is(exc, TRANSACTION_CANCELLED) and _cancel_reasons(exc)[:1] == [
+                "ConditionalCheckFailed"
+            ]:
                 return False
             raise
         return True

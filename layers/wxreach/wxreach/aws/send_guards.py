@@ -296,3 +296,53 @@ class DynamoSendGuards:
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":zero": {"N": "0"}, ":false": {"BOOL": False}},
         )
+
+    # -- per-account calls in any rolling minute across instances (mass API, §4.1) ----------------
+    def take_minute_permit(self, appid: str, name: str, *, per_minute: int, now: float) -> bool:
+        """One of `per_minute` permits in any rolling window of MINUTE_PERMIT_WINDOW_SECONDS.
+
+        Fixed minute windows would let 2 x per_minute calls through around a minute boundary
+        (a full window at :59, another at :00), which WeChat's rolling minute answers with 45011.
+        So one item per account and name keeps the times of the last `per_minute` permits as a
+        ring: `n` permits taken so far, `t<i>` the time of the latest permit number ≡ i (mod
+        per_minute). Permit n is free once permit n - per_minute has left the window; it is taken
+        by one write conditional on `n`, so no two instances get the same one.
+        """
+        key = self._account_key(appid, keys.counter_sk(name, "rolling"))
+        now_ms = int(now * 1000)
+        window_ms = int(MINUTE_PERMIT_WINDOW_SECONDS * 1000)
+        ddb = client("dynamodb")
+        for _ in range(MINUTE_PERMIT_CONTENTION_RETRIES):
+            item = ddb.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
+            taken = int(item.get("n", {}).get("N", "0"))
+            slot = f"t{taken % per_minute}"
+            oldest = item.get(slot, {}).get("N")
+            if oldest is not None and now_ms - int(oldest) < window_ms:
+                return False  # a clock that went back also lands here: refuse rather than burst
+            values: dict[str, Any] = {
+                ":next": {"N": str(taken + 1)},
+                ":now": {"N": str(now_ms)},
+                ":exp": {"N": str(int(now) + MINUTE_PERMIT_RETENTION_SECONDS)},
+            }
+            if "n" in item:
+                condition = "n = :taken"
+                values[":taken"] = {"N": str(taken)}
+            else:
+                condition = "attribute_not_exists(n)"
+            if self._update(
+                key,
+                UpdateExpression="SET n = :next, #slot = :now, expires_at = :exp",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#slot": slot},
+                ExpressionAttributeValues=values,
+            ):
+                return True
+            # Another instance took permit `taken` meanwhile: look again.
+        return False
+
+
+# A permit's call reaches WeChat a moment after it is taken (the claim write, the request): the
+# window is a little longer than WeChat's minute so that calls per_minute apart never share one.
+MINUTE_PERMIT_WINDOW_SECONDS = 61.0
+MINUTE_PERMIT_RETENTION_SECONDS = 3600
+MINUTE_PERMIT_CONTENTION_RETRIES = 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +15,18 @@ from wxreach.reach.journey_actions import batch_from_journey_action, is_journey_
 from wxreach.reach.messages import MessageBatch
 from wxreach.reach.sending import SendService
 
-# SQS's ceiling for a visibility timeout.
+# SQS's ceiling for a visibility timeout, counted from when the message was sent.
 MAX_VISIBILITY_SECONDS = 12 * 3600
+VISIBILITY_MARGIN_SECONDS = 60
+
+
+def visibility_for(record: dict[str, Any], seconds: float) -> int:
+    """A back-off SQS accepts: at most 12 h after the message was sent (a longer wait, such as a
+    pause until China midnight, takes more than one return)."""
+    sent_ms = record.get("attributes", {}).get("SentTimestamp")
+    age = max(0.0, time.time() - int(sent_ms) / 1000) if sent_ms else 0.0
+    ceiling = MAX_VISIBILITY_SECONDS - VISIBILITY_MARGIN_SECONDS - age
+    return int(max(1, min(ceiling, seconds)))
 
 
 def parse_record_body(body: str) -> MessageBatch:
@@ -67,7 +78,7 @@ class SendQueueConsumer:
         client("sqs").change_message_visibility(
             QueueUrl=self._queue_url,
             ReceiptHandle=record["receiptHandle"],
-            VisibilityTimeout=int(min(MAX_VISIBILITY_SECONDS, max(1, seconds))),
+            VisibilityTimeout=visibility_for(record, seconds),
         )
 
     def _dead_letter(self, record: dict[str, Any], reason: str) -> None:

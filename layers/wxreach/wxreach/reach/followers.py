@@ -6,6 +6,7 @@ every write conditional on the event time, so an older event never overwrites a 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -49,3 +50,34 @@ class Follower(BaseModel):
     last_interaction_at: datetime | None = None
     last_message_at: datetime | None = None
     subscriptions: list[SubscriptionGrant] = []
+
+
+# -- follower listing (audiences) and tags -----------------------------------------------------
+@dataclass(frozen=True)
+class FollowerRow:
+    """One follower as the sharded listing gives it (no grants: see CreditRow)."""
+
+    openid: str
+    following: bool | None = None
+    followed_at: datetime | None = None
+    unfollowed_at: datetime | None = None
+    tags: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class CreditRow:
+    """One subscription grant of a template. The index keeps grants whose credits are used up
+    (or revoked): the caller skips rows with no one-time credit and no long-term grant. Follow
+    state lives on the profile, not here."""
+
+    openid: str
+    one_time_credits: int = 0
+    long_term: bool = False
+
+
+class Tag(BaseModel):
+    """A WeChat user tag (`/cgi-bin/tags/get`); `count` as WeChat last reported it."""
+
+    id: int
+    name: str
+    count: int = 0

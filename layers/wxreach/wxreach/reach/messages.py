@@ -43,6 +43,10 @@ TERMINAL_STATES = frozenset(
 )
 
 
+class BroadcastClosed(Exception):
+    """The message's broadcast is no longer sending (cancelled): it must not be claimed."""
+
+
 class OriginKind(StrEnum):
     SINGLE = "single"  # POST /accounts/{appid}/messages
     JOURNEY = "journey"  # an EventBridge journey action

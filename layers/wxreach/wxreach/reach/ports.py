@@ -90,7 +90,16 @@ class MessageLedger(Protocol):
     def create(self, message: Message) -> tuple[Message, bool]: ...
     def get(self, message_id: str) -> Message | None: ...
     def claim_info(self, message_id: str) -> tuple[MessageState | None, str | None, datetime | None]: ...
-    def claim(self, message_id: str, *, token: str, now: datetime, take_over: str | None = None) -> bool: ...
+    def claim(
+        self,
+        message_id: str,
+        *,
+        token: str,
+        now: datetime,
+        take_over: str | None = None,
+        gate: str | None = None,
+    ) -> bool: ...
+    def broadcast_sending(self, broadcast_id: str) -> bool: ...
     def finish(
         self,
         message_id: str,
@@ -106,6 +115,7 @@ class MessageLedger(Protocol):
         appid: str | None = None,
         count_attempt: bool = True,
         maybe_sent: bool = False,
+        tally: str | None = None,
     ) -> bool: ...
 
 
@@ -145,3 +155,70 @@ class BatchQueue(Protocol):
     """Where a batch goes to be sent (again) later by the template sender."""
 
     def enqueue(self, batch: MessageBatch, *, delay_seconds: int = 0) -> None: ...
+
+
+# -- follower listing (audiences) --------------------------------------------------------------
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from wxreach.reach.follower_sync import SyncJob
+    from wxreach.reach.followers import CreditRow, FollowerRow, Tag
+
+
+class FollowerListing(Protocol):
+    """The registry's followers and credit holders, split in `shard_count` index partitions
+    that can be read in parallel. Each call is one eventually consistent page in openid order;
+    the second value is the `start_after` of the next page (None: the shard is exhausted)."""
+
+    shard_count: int
+
+    def list_shard(
+        self, appid: str, shard: int, *, start_after: str | None, limit: int
+    ) -> tuple[list[FollowerRow], str | None]: ...
+
+    def list_credit_holders(
+        self, appid: str, template_id: str, shard: int, *, start_after: str | None, limit: int
+    ) -> tuple[list[CreditRow], str | None]:
+        """Every grant of the template, used up ones included: the caller skips rows with no
+        one-time credit and no long-term grant."""
+        ...
+
+
+# -- follower sync and tags --------------------------------------------------------------------
+class FollowerSyncWriter(FollowerListing, Protocol):
+    def record_synced(self, appid: str, openids: Sequence[str], *, fetched_at: datetime) -> int: ...
+    def mark_unseen(
+        self,
+        appid: str,
+        shard: int,
+        *,
+        start_after: str | None,
+        limit: int,
+        synced_before: datetime,
+        evidence_before: datetime,
+    ) -> tuple[int, str | None]: ...
+    def list_tagged(
+        self, appid: str, shard: int, *, start_after: str | None, limit: int
+    ) -> tuple[list[FollowerRow], str | None]: ...
+    def add_tag(self, appid: str, tag_id: int, openids: Sequence[str]) -> None: ...
+    def remove_tag(self, appid: str, tag_id: int, openids: Sequence[str]) -> None: ...
+
+
+class FollowerSyncJobs(Protocol):
+    """The account's one follower-sync job record."""
+
+    def get(self, appid: str) -> SyncJob | None: ...
+
+    def put(self, job: SyncJob, *, replaces: SyncJob | None) -> bool:
+        """Writes `job` only while the stored record is still `replaces` (same job id and
+        version; None: no record); False when someone else wrote in between."""
+        ...
+
+
+class FollowerSyncQueue(Protocol):
+    def enqueue(self, appid: str, job_id: str, *, delay_seconds: int = 0) -> None: ...
+
+
+class TagCatalog(Protocol):
+    def tags(self, appid: str) -> list[Tag]: ...
+    def replace_tags(self, appid: str, tags: list[Tag]) -> tuple[int, int]: ...

@@ -29,9 +29,11 @@ from wxreach.reach.accounts import Account
 from wxreach.reach.compliance import LintFinding, LintLevel, lint
 from wxreach.reach.messages import (
     TERMINAL_STATES,
+    BroadcastClosed,
     Message,
     MessageBatch,
     MessageState,
+    OriginKind,
     Recipient,
 )
 from wxreach.reach.ports import (
@@ -75,6 +77,7 @@ MAX_PERMIT_WAIT_SECONDS = 20.0
 # A single send first queues a copy this far ahead (SQS's longest delay) as its safety net.
 SAFETY_NET_DELAY_SECONDS = 900
 INTERNAL_ERROR_RETRY_SECONDS = 30.0
+GATE_CACHE_SECONDS = 1.0
 # A message that may have reached WeChat: only these calls can deliver.
 SEND_PATHS = frozenset({TEMPLATE_SEND_PATH, BIZSEND_PATH})
 
@@ -165,6 +168,7 @@ class SendService:
         self._sleep = sleep
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._gates: dict[str, tuple[bool, float]] = {}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -407,6 +411,9 @@ class SendService:
                 detail="an earlier attempt may have been delivered and WeChat's client_msg_id window is over",
             )
 
+        gate = _gate(batch)
+        if gate is not None and take_over is None and not self._gate_open(gate):
+            return self._cancelled(message, values)
         problem = self._content_problem(context, rendering)
         if problem is not None:
             return self._finish(
@@ -483,7 +490,14 @@ class SendService:
             raise _Later(backoff_seconds(message.attempts + 1, exc), exc.reason) from exc
 
         claim = secrets.token_hex(8)
-        if not self._ledger.claim(mid, token=claim, now=self._now(), take_over=take_over):
+        try:
+            claimed = self._ledger.claim(
+                mid, token=claim, now=self._now(), take_over=take_over, gate=_gate(batch)
+            )
+        except BroadcastClosed:
+            undo_guards(refund=True)
+            return self._cancelled(message, values)
+        if not claimed:
             return self._reload(mid)  # another delivery of this record holds it
         payload = wechat_payload(
             recipient.openid,
@@ -521,7 +535,12 @@ class SendService:
             return finished
         except AccountStopped as exc:
             self._ledger.finish(
-                mid, state=MessageState.QUEUED, now=self._now(), claim_token=claim, count_attempt=False
+                mid,
+                state=MessageState.QUEUED,
+                now=self._now(),
+                claim_token=claim,
+                tally=_gate(batch),
+                count_attempt=False,
             )
             undo_guards(refund=False)
             raise self._stop_account(batch, exc) from exc
@@ -539,7 +558,12 @@ class SendService:
                 undo_guards(refund=True)
                 return finished
             self._ledger.finish(
-                mid, state=MessageState.QUEUED, now=self._now(), claim_token=claim, maybe_sent=maybe_sent
+                mid,
+                state=MessageState.QUEUED,
+                now=self._now(),
+                claim_token=claim,
+                tally=_gate(batch),
+                maybe_sent=maybe_sent,
             )
             if not (maybe_sent or message.maybe_sent):
                 undo_guards(refund=False)
@@ -594,6 +618,7 @@ class SendService:
             state=MessageState.UNKNOWN,
             now=self._now(),
             claim_token=token,
+            tally=message.origin.id if message.origin.kind is OriginKind.BROADCAST else None,
             reason="interrupted_during_send",
             detail="the sender stopped during the WeChat call; not resent (no idempotency key)",
         )
@@ -642,6 +667,7 @@ class SendService:
             message.message_id,
             state=state,
             now=self._now(),
+            tally=message.origin.id if message.origin.kind is OriginKind.BROADCAST else None,
             claim_token=claim,
             reason=reason,
             detail=detail[:500] if detail else None,
@@ -651,6 +677,28 @@ class SendService:
             appid=message.appid,
         )
         return self._reload(message.message_id)
+
+    def _gate_open(self, broadcast_id: str) -> bool:
+        """Whether the broadcast still sends; read at most once a second per broadcast (the
+        claim itself is the authoritative check)."""
+        now = time.monotonic()
+        with self._pool_lock:
+            cached = self._gates.get(broadcast_id)
+        if cached is not None and now - cached[1] < GATE_CACHE_SECONDS:
+            return cached[0]
+        is_open = self._ledger.broadcast_sending(broadcast_id)
+        with self._pool_lock:
+            self._gates[broadcast_id] = (is_open, now)
+        return is_open
+
+    def _cancelled(self, message: Message, values: dict[str, str]) -> Message:
+        return self._finish(
+            message,
+            MessageState.SKIPPED,
+            reason="broadcast_cancelled",
+            detail="the broadcast was cancelled before this message was sent",
+            values=values,
+        )
 
     def _reload(self, message_id: str) -> Message:
         message = self._ledger.get(message_id)
@@ -664,6 +712,10 @@ class _BatchContext:
     batch: MessageBatch
     account: Account
     template: Template | None
+
+
+def _gate(batch: MessageBatch) -> str | None:
+    return batch.origin.id if batch.origin.kind is OriginKind.BROADCAST else None
 
 
 def _lint_level(account: Account) -> LintLevel:

@@ -214,6 +214,115 @@ class WeChatClient:
         body = self.call("GET", SUBSCRIPTION_TEMPLATES_PATH, access_token=access_token)
         return list(body.get("data") or [])
 
+    # -- mass (§4.2) ---------------------------------------------------------------------------
+    def mass_send(self, access_token: str, payload: dict[str, Any]) -> tuple[str, str | None]:
+        """(msg_id, msg_data_id) of a job to `touser` (2..10 000 openids). 45065 raises
+        ClientMsgIdExists carrying the earlier job's msg_id."""
+        return _mass_job(self._mass_call(MASS_SEND_PATH, access_token, payload), MASS_SEND_PATH)
+
+    def mass_sendall(self, access_token: str, payload: dict[str, Any]) -> tuple[str, str | None]:
+        """(msg_id, msg_data_id) of a job to everyone or a tag (`filter`); same errors as mass_send."""
+        return _mass_job(self._mass_call(MASS_SENDALL_PATH, access_token, payload), MASS_SENDALL_PATH)
+
+    def mass_preview(self, access_token: str, payload: dict[str, Any]) -> str | None:
+        """The preview's msg_id (`touser` openid or `towxname`; towxname wins if both)."""
+        body = self.call("POST", MASS_PREVIEW_PATH, access_token=access_token, json_body=payload)
+        return _id_text(body.get("msg_id"))
+
+    def mass_delete(self, access_token: str, msg_id: str, article_idx: int = 0) -> None:
+        """Deletes article `article_idx` (1-based; 0 = all) of a sent mpnews/video job."""
+        self.call(
+            "POST",
+            MASS_DELETE_PATH,
+            access_token=access_token,
+            json_body={"msg_id": _id_value(msg_id), "article_idx": article_idx},
+        )
+
+    def mass_get(self, access_token: str, msg_id: str) -> str:
+        """SEND_SUCCESS / SENDING / SEND_FAIL / DELETE (or whatever new status WeChat names)."""
+        body = self.call(
+            "POST", MASS_GET_PATH, access_token=access_token, json_body={"msg_id": _id_value(msg_id)}
+        )
+        return str(body.get("msg_status") or "UNKNOWN")
+
+    def _mass_call(self, path: str, access_token: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """call(), except that a 45065 keeps its answer's msg_id (call() raises without the body)."""
+        from wxreach.wechat.errcodes import ClientMsgIdExists
+
+        fields: dict[str, Any] = {"method": "POST", "path": path}
+        started = time.monotonic()
+        try:
+            response = self._http.request(
+                "POST",
+                self._base + path,
+                params={"access_token": access_token},
+                content=encode_json(payload),
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            )
+        except httpx.RequestError as exc:
+            failure = _transport_error(exc, path)
+            logger.warning(
+                "wechat call failed",
+                **fields,
+                reason=failure.reason,
+                error=type(exc).__name__,
+                elapsed_ms=_ms(started),
+            )
+            raise failure from exc
+        body = self._parse(response, path, fields, started)
+        errcode = body.get("errcode", 0)
+        if errcode == 0:
+            logger.debug("wechat call ok", **fields, errcode=0, elapsed_ms=_ms(started))
+            return body
+        error = error_for(errcode, str(body.get("errmsg", "")), path=path)
+        if isinstance(error, ClientMsgIdExists):
+            error.msg_id = _id_text(body.get("msg_id"))
+        logger.info(
+            "wechat call refused",
+            **fields,
+            errcode=errcode,
+            reason=error.reason,
+            rid=error.rid,
+            elapsed_ms=_ms(started),
+        )
+        raise error
+
+    # -- users and tags -----------------------------------------------------------------------
+    def user_get(self, access_token: str, next_openid: str = "") -> tuple[int, list[str], str]:
+        """(total followers, up to 10 000 openids after `next_openid`, the cursor of the next
+        page). The page after the last one has no openids and next_openid ""."""
+        params = {"next_openid": next_openid} if next_openid else None
+        body = self.call("GET", USER_GET_PATH, access_token=access_token, params=params)
+        openids, cursor = _openid_page(body, USER_GET_PATH)
+        total = body.get("total")
+        if not _is_int(total):
+            raise TransportError(
+                "user/get answer without total",
+                path=USER_GET_PATH,
+                kind="invalid_response",
+                request_sent=True,
+            )
+        return total, openids, cursor
+
+    def tags_get(self, access_token: str) -> list[dict[str, Any]]:
+        """The account's tags: [{id, name, count}]."""
+        body = self.call("GET", TAGS_GET_PATH, access_token=access_token)
+        return [tag for tag in body.get("tags") or [] if isinstance(tag, dict)]
+
+    def user_tag_get(
+        self, access_token: str, tag_id: int, next_openid: str = ""
+    ) -> tuple[int, list[str], str]:
+        """(count on this page, up to 10 000 member openids after `next_openid`, next cursor)."""
+        body = self.call(
+            "POST",
+            USER_TAG_GET_PATH,
+            access_token=access_token,
+            json_body={"tagid": tag_id, "next_openid": next_openid},
+        )
+        openids, cursor = _openid_page(body, USER_TAG_GET_PATH)
+        return len(openids), openids, cursor
+
     def close(self) -> None:
         """Closes the pool this client created; an injected httpx.Client stays its owner's."""
         if self._owns_http:
@@ -239,3 +348,57 @@ def _transport_error(exc: httpx.RequestError, path: str) -> TransportError:
     else:
         kind, sent = "network", True
     return TransportError(f"{type(exc).__name__} calling WeChat", path=path, kind=kind, request_sent=sent)
+
+
+# -- mass (§4.2) -------------------------------------------------------------------------------
+MASS_SEND_PATH = "/cgi-bin/message/mass/send"
+MASS_SENDALL_PATH = "/cgi-bin/message/mass/sendall"
+MASS_PREVIEW_PATH = "/cgi-bin/message/mass/preview"
+MASS_DELETE_PATH = "/cgi-bin/message/mass/delete"
+MASS_GET_PATH = "/cgi-bin/message/mass/get"
+
+
+def _id_text(value: Any) -> str | None:
+    """A WeChat id as text (ints may exceed 2^53; floats and booleans are no ids)."""
+    if _is_int(value) or (isinstance(value, str) and value):
+        return str(value)
+    return None
+
+
+def _id_value(msg_id: str) -> int | str:
+    # WeChat documents msg_id as a number; keep anything else as given.
+    return int(msg_id) if msg_id.isascii() and msg_id.isdigit() else msg_id
+
+
+def _mass_job(body: dict[str, Any], path: str) -> tuple[str, str | None]:
+    msg_id = _id_text(body.get("msg_id"))
+    if msg_id is None:
+        # Accepted but unidentifiable: a resend with the same clientmsgid answers 45065 + msg_id.
+        raise TransportError(
+            "mass answer without msg_id", path=path, kind="invalid_response", request_sent=True
+        )
+    return msg_id, _id_text(body.get("msg_data_id"))
+
+
+# -- users and tags ----------------------------------------------------------------------------
+USER_GET_PATH = "/cgi-bin/user/get"
+TAGS_GET_PATH = "/cgi-bin/tags/get"
+USER_TAG_GET_PATH = "/cgi-bin/user/tag/get"
+
+
+def _openid_page(body: dict[str, Any], path: str) -> tuple[list[str], str]:
+    """`data.openid` (absent on an empty page) and `next_openid` of a follower or tag listing."""
+    data = body.get("data") or {}
+    openids = data.get("openid") if isinstance(data, dict) else None
+    cursor = body.get("next_openid") or ""
+    if openids is None:
+        openids = []
+    if not isinstance(openids, list) or not all(isinstance(o, str) and o for o in openids):
+        raise TransportError(
+            "openid list is not a list of openids", path=path, kind="invalid_response", request_sent=True
+        )
+    if not isinstance(cursor, str):
+        raise TransportError(
+            "next_openid is not a string", path=path, kind="invalid_response", request_sent=True
+        )
+    return openids, cursor

@@ -181,3 +181,28 @@ def error_for(errcode: int, errmsg: str, *, path: str) -> WeChatApiError:
         return AccountStopped(errcode, errmsg, path=path, reason="invalid_appsecret")
     cls = _BY_CODE.get(errcode, UnknownApiError)
     return cls(errcode, errmsg, path=path)
+
+
+# -- mass (§4.2) -------------------------------------------------------------------------------
+# Already classified above: 45066 / 42010 / 45011 retry later; 45028, 40130, 40007, 40008, 48001
+# are SendRejected; 45009 stops the account (for mass: the 100 jobs/day API cap).
+class ClientMsgIdExists(WeChatApiError):
+    """45065: a job with this clientmsgid was accepted within the last 24 h. Not a failure: the
+    answer carries that job's `msg_id` (WeChatClient's mass calls copy it here)."""
+
+    REASONS: ClassVar[dict[int, str]] = {45065: "clientmsgid_exists"}
+    msg_id: str | None = None
+
+
+class MassRejected(SendRejected):
+    """Mass requests WeChat refuses however often they are sent."""
+
+    REASONS: ClassVar[dict[int, str]] = {
+        45067: "clientmsgid_too_long",
+        40059: "invalid_msg_id",
+        45159: "invalid_tag_id",
+        44004: "empty_content",
+    }
+
+
+_BY_CODE.update({code: cls for cls in (ClientMsgIdExists, MassRejected) for code in cls.REASONS})
