@@ -23,6 +23,7 @@ from wxreach.reach.broadcasts import (
     BroadcastInput,
     BroadcastState,
 )
+from wxreach.reach.messages import Recipient
 from wxreach.wechat.identifiers import OPENID_PATTERN
 
 router = Router()
@@ -63,6 +64,7 @@ class PreviewRequest(BaseModel):
     def _someone(self) -> PreviewRequest:
         if self.openid is None and self.wxname is None:
             raise ValueError("give an openid or a wxname")
+        Recipient._bounded_text(self.params)  # the same size limit as a broadcast's recipients
         return self
 
 

@@ -135,13 +135,13 @@ def test_broadcast_paths_are_all_granted(world: BroadcastWorld, aws_calls: list[
 
     # Operator: create, list, estimate, dry run, schedule, move, cancel, publish now, preview.
     put_segment(
-        "segments/p.jsonl",
+        f"segments/{APPID}/p.jsonl",
         [json.dumps({"openid": o, "params": params(i)}) for i, o in enumerate(world.followers)],
     )
     created = route(
         "POST",
         "/accounts/{appid}/broadcasts",
-        template_spec(kind="segment", segment={"key": "segments/p.jsonl"}).model_dump(mode="json"),
+        template_spec(kind="segment", segment={"key": f"segments/{APPID}/p.jsonl"}).model_dump(mode="json"),
     )
     bid = json.loads(created["body"])["id"]
     item = "/accounts/{appid}/broadcasts/{broadcast_id}"
@@ -184,7 +184,7 @@ def test_broadcast_paths_are_all_granted(world: BroadcastWorld, aws_calls: list[
     assert not gaps, f"BroadcastSplitterFunction lacks {gaps}"
 
     needed = used(_deliver(world, "SendQueue", template_sender_handler, aws_calls), world)
-    assert ("dynamodb:ConditionCheckItem", "LedgerTable", None) in needed
+    assert ("dynamodb:UpdateItem", "LedgerTable", None) in needed
     gaps = missing(needed, "TemplateSenderFunction")
     assert not gaps, f"TemplateSenderFunction lacks {gaps}"
 

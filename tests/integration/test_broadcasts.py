@@ -141,7 +141,7 @@ def test_template_segment_with_params_estimate_dry_run_and_send_agree(world: Bro
 def test_segment_object_jsonl_and_csv_with_invalid_lines(world: BroadcastWorld) -> None:
     a, b, c = world.followers[:3]
     put_segment(
-        "segments/s1.jsonl",
+        f"segments/{APPID}/s1.jsonl",
         [
             json.dumps({"openid": a, "params": params(1)}),
             "not json",
@@ -151,19 +151,19 @@ def test_segment_object_jsonl_and_csv_with_invalid_lines(world: BroadcastWorld) 
         ],
     )
     put_segment(
-        "segments/s2.csv",
+        f"segments/{APPID}/s2.csv",
         ["openid,product,amount,order.no", f"{c},Mocha,¥3.00,C1", f"{a},Tea,¥1.00,C2", "only-one-column"],
     )
     service = container.broadcast_service()
     jsonl = service.create(
-        APPID, template_spec(kind="segment", segment={"key": "segments/s1.jsonl"}), actor=ACTOR
+        APPID, template_spec(kind="segment", segment={"key": f"segments/{APPID}/s1.jsonl"}), actor=ACTOR
     )
     estimate = service.estimate(APPID, jsonl.id)
     assert estimate.recipients == 2
     assert estimate.excluded == {"invalid_recipient": 2, "duplicate": 1}
     csv_b = service.create(
         APPID,
-        template_spec(kind="segment", segment={"key": "segments/s2.csv", "format": "csv"}),
+        template_spec(kind="segment", segment={"key": f"segments/{APPID}/s2.csv", "format": "csv"}),
         actor=ACTOR,
     )
     assert service.estimate(APPID, csv_b.id).recipients == 2
@@ -773,3 +773,133 @@ def test_template_broadcast_to_a_tag(world: BroadcastWorld) -> None:
     world.pump()
     counts = inbox_counts(world)
     assert [counts[o] for o in world.followers] == [1, 1, 1] + [0] * (len(world.followers) - 3)
+
+
+# -- review regressions ------------------------------------------------------------------------------
+
+
+def test_a_duplicate_on_both_sides_of_a_checkpoint_is_sent_once(
+    world: BroadcastWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wxreach.reach import splitting
+
+    monkeypatch.setattr(splitting, "MAX_MASS_OPENIDS", 3)
+    monkeypatch.setattr(audiences, "PAGE_SIZE", 2)
+    first, *rest = world.followers[:7]
+    lines = [json.dumps({"openid": o}) for o in [first, *rest[:3], first, *rest[3:]]]
+    put_segment(f"segments/{APPID}/dup.jsonl", lines)
+    original = SqsSplitQueues.enqueue_mass
+    calls = {"n": 0}
+
+    def crash_once(self: SqsSplitQueues, appid: str, broadcast_id: str, numbers: list[int]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("died after the first batch's transaction")
+        original(self, appid, broadcast_id, numbers)
+
+    monkeypatch.setattr(SqsSplitQueues, "enqueue_mass", crash_once)
+    service = container.broadcast_service()
+    spec = mass_spec({"kind": "segment", "segment": {"key": f"segments/{APPID}/dup.jsonl"}})
+    broadcast = service.create(APPID, spec, actor=ACTOR)
+    assert service.estimate(APPID, broadcast.id).excluded == {"duplicate": 1}
+    service.publish(APPID, broadcast.id, actor=ACTOR)
+    world.pump()
+    counts = mass_counts(world)
+    assert [counts[o] for o in world.followers[:7]] == [1] * 7
+    view = service.view(APPID, broadcast.id)
+    assert view.counts.excluded == {"duplicate": 1}
+    assert view.broadcast.state is BroadcastState.SENT
+
+
+def test_the_last_mass_batch_is_enqueued_after_a_crash_at_the_end(
+    world: BroadcastWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = SqsSplitQueues.enqueue_mass
+    calls = {"n": 0}
+
+    def crash_once(self: SqsSplitQueues, appid: str, broadcast_id: str, numbers: list[int]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("died between the final commit and the queue")
+        original(self, appid, broadcast_id, numbers)
+
+    monkeypatch.setattr(SqsSplitQueues, "enqueue_mass", crash_once)
+    service = container.broadcast_service()
+    recipients = [{"openid": o} for o in world.followers[:4]]
+    broadcast = service.create(APPID, mass_spec({"kind": "segment", "recipients": recipients}), actor=ACTOR)
+    service.publish(APPID, broadcast.id, actor=ACTOR)
+    world.pump()
+    assert [mass_counts(world)[o] for o in world.followers[:4]] == [1] * 4
+
+
+def test_big_parameters_are_cut_into_requests_sqs_accepts(world: BroadcastWorld) -> None:
+    big = "x" * 3000
+    recipients = [{"openid": o, "params": {**params(i), "note": big}} for i, o in enumerate(world.followers)]
+    service = container.broadcast_service()
+    broadcast = service.create(APPID, template_spec(recipients * 1), actor=ACTOR)
+    service.publish(APPID, broadcast.id, actor=ACTOR)
+    world.pump()
+    assert set(inbox_counts(world).values()) == {1}
+
+
+def test_segments_of_other_accounts_and_oversized_sendall_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with broadcast_world(monkeypatch, followers=4, mass_daily_cap="3") as world:
+        container.template_service().sync(APPID)
+        other = route(
+            "POST",
+            "/accounts/{appid}/broadcasts",
+            template_spec(kind="segment", segment={"key": "dry-runs/wxother/x.jsonl"}).model_dump(
+                mode="json"
+            ),
+        )
+        assert other["statusCode"] == 400 and json_body(other)["error"] == "segment_outside_account"
+        service = container.broadcast_service()
+        everyone = service.create(APPID, mass_spec({"kind": "all"}), actor=ACTOR)
+        resp = route(
+            "POST", "/accounts/{appid}/broadcasts/{broadcast_id}/publish", {}, broadcast_id=everyone.id
+        )
+        assert resp["statusCode"] == 409 and json_body(resp)["error"] == "exceeds_daily_cap"
+        assert world.queue_depth("SplitQueue") == 0
+
+
+def test_cancel_of_a_draft_whose_segment_is_gone_still_reports(world: BroadcastWorld) -> None:
+    service = container.broadcast_service()
+    spec = template_spec(kind="segment", segment={"key": f"segments/{APPID}/gone.jsonl"})
+    broadcast = service.create(APPID, spec, actor=ACTOR)
+    cancelled = service.cancel(APPID, broadcast.id, actor=ACTOR)
+    assert cancelled.cancel is not None and (cancelled.cancel.sent, cancelled.cancel.not_sent) == (0, 0)
+
+
+def test_a_split_that_can_never_succeed_fails_the_broadcast(world: BroadcastWorld) -> None:
+    put_segment(
+        f"segments/{APPID}/short.jsonl", [json.dumps({"openid": world.followers[0], "params": params(0)})]
+    )
+    service = container.broadcast_service()
+    spec = template_spec(kind="segment", segment={"key": f"segments/{APPID}/short.jsonl"})
+    broadcast = service.create(APPID, spec, actor=ACTOR)
+    service.publish(APPID, broadcast.id, actor=ACTOR)
+    boto3.client("s3").delete_object(Bucket="test-broadcasts", Key=f"segments/{APPID}/short.jsonl")
+    world.pump()
+    failed = service.get(APPID, broadcast.id)
+    assert failed.state is BroadcastState.FAILED and failed.failure == "segment_unreadable"
+
+
+def test_scheduled_content_is_fixed_and_nothing_sent_ends_failed(world: BroadcastWorld) -> None:
+    service = container.broadcast_service()
+    recipients = [{"openid": o, "params": params(i)} for i, o in enumerate(world.followers[:2])]
+    broadcast = service.create(APPID, template_spec(recipients), actor=ACTOR)
+    service.publish(APPID, broadcast.id, actor=ACTOR, at=datetime.now(UTC) + timedelta(hours=1))
+    item = "/accounts/{appid}/broadcasts/{broadcast_id}"
+    resp = route("PATCH", item, {"content": CONTENT}, broadcast_id=broadcast.id)
+    assert resp["statusCode"] == 409 and json_body(resp)["error"] == "scheduled_content_fixed"
+
+    for openid in world.followers[:2]:
+        container.followers().set_following(APPID, openid, following=False, at=datetime.now(UTC))
+    nobody = service.create(APPID, template_spec(recipients), actor=ACTOR)
+    service.publish(APPID, nobody.id, actor=ACTOR)
+    world.pump()
+    view = service.view(APPID, nobody.id)
+    assert view.counts.excluded == {"not_following": 2}
+    assert view.broadcast.state is BroadcastState.FAILED

@@ -162,8 +162,11 @@ def test_sixty_mass_calls_per_rolling_minute_across_two_sender_processes(
         states = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
         assert all(len(s) == BATCHES // 2 and set(s.values()) == {"sent"} for s in states)
         counted = admin.get("/admin/counters").json()["paths"][MASS_SEND_PATH]
-        # Not one 45011: WeChat's rolling minute never saw a 61st call.
-        assert counted["calls"] == BATCHES and counted["errcodes"] == {"0": BATCHES}
+        # Not one 45011: WeChat's rolling minute never saw a 61st call. On a loaded machine a
+        # call may time out after WeChat took it: its retry is answered 45065/45066, never sent.
+        errcodes = counted["errcodes"]
+        assert errcodes["0"] == BATCHES and set(errcodes) <= {"0", "45065", "45066"}, errcodes
+        assert counted["calls"] == sum(errcodes.values())
         created = [
             float(j["created_at"])
             for j in admin.get(f"/admin/accounts/{wechat.APPID}/mass-jobs").json()["jobs"]

@@ -230,7 +230,10 @@ def broadcast_service() -> BroadcastService:
     reader = AudienceReader(followers(), lookup, S3Segments(settings.broadcast_bucket))
     counters = DynamoBroadcastCounters(settings.quota_table)
     schedules = SchedulerSchedules(
-        group=settings.schedule_group, target_arn=settings.splitter_arn, role_arn=settings.scheduler_role_arn
+        group=settings.schedule_group,
+        target_arn=settings.splitter_arn,
+        role_arn=settings.scheduler_role_arn,
+        dead_letter_arn=settings.split_dead_letter_arn,
     )
     store = broadcast_store()
     splitter = Splitter(

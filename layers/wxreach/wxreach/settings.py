@@ -37,6 +37,7 @@ class Settings(BaseModel):
     scheduler_role_arn: str | None = None
     # -- broadcasts: the splitter, the large-send guard, the daily mass cap --------------------
     split_queue_url: str | None = None
+    split_dead_letter_arn: str | None = None
     splitter_arn: str | None = None
     # Publishing to more recipients than this needs `confirm: <the estimate's count>`.
     large_send_threshold: int = Field(default=10_000, ge=0)

@@ -16,6 +16,8 @@ from wxreach.reach.messages import MessageBatch
 
 PRESIGNED_SECONDS = 3600
 SQS_BATCH = 10
+# SendMessageBatch's payload limit (all records together) is 256 KiB.
+MAX_REQUEST_BYTES = 250 * 1024
 MAX_SEND_ROUNDS = 8
 
 
@@ -79,10 +81,18 @@ class S3Reports:
 class SchedulerSchedules:
     """One-time schedules named by the broadcast id, deleted by Scheduler after they fire."""
 
-    def __init__(self, *, group: str | None, target_arn: str | None, role_arn: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        group: str | None,
+        target_arn: str | None,
+        role_arn: str | None,
+        dead_letter_arn: str | None = None,
+    ) -> None:
         self._group = group or "default"
         self._target = target_arn
         self._role = role_arn
+        self._dead_letter = dead_letter_arn
 
     def _request(self, name: str, at: datetime, payload: dict[str, Any]) -> dict[str, Any]:
         if not self._target or not self._role:
@@ -99,6 +109,7 @@ class SchedulerSchedules:
                 "RoleArn": self._role,
                 "Input": json.dumps(payload),
                 "RetryPolicy": {"MaximumRetryAttempts": 10, "MaximumEventAgeInSeconds": 3600},
+                **({"DeadLetterConfig": {"Arn": self._dead_letter}} if self._dead_letter else {}),
             },
         }
 
@@ -129,11 +140,10 @@ class SchedulerSchedules:
 
 
 def _send_all(queue_url: str, bodies: list[str]) -> None:
-    """SendMessageBatch in tens; entries SQS refuses are sent again, then it is an error."""
-    for start in range(0, len(bodies), SQS_BATCH):
-        entries = [
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + SQS_BATCH])
-        ]
+    """SendMessageBatch of at most 10 records and MAX_REQUEST_BYTES; entries SQS refuses are
+    sent again, then it is an error."""
+    for chunk in _chunks(bodies):
+        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
         for _ in range(MAX_SEND_ROUNDS):
             resp = client("sqs").send_message_batch(QueueUrl=queue_url, Entries=entries)
             failed = {f["Id"] for f in resp.get("Failed", [])}
@@ -142,6 +152,22 @@ def _send_all(queue_url: str, bodies: list[str]) -> None:
                 break
         else:
             raise RuntimeError(f"SQS refused {len(entries)} batch records")
+
+
+def _chunks(bodies: list[str]) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for body in bodies:
+        length = len(body.encode("utf-8"))
+        if current and (len(current) == SQS_BATCH or size + length > MAX_REQUEST_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(body)
+        size += length
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class SqsSplitQueues:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import secrets
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -119,14 +120,10 @@ def _page_key(token: str, index_pk: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
         ok = (
             isinstance(key, dict)
-            and key.get("gsi1pk", {}).get("S") == index_pk
-            and set(key)
-            == {
-                "pk",
-                "sk",
-                "gsi1pk",
-                "gsi1sk",
-            }
+            and set(key) == {"pk", "sk", "gsi1pk", "gsi1sk"}
+            and all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) for v in key.values())
+            and key["gsi1pk"]["S"] == index_pk
+            and key["pk"]["S"].startswith("BCAST#")
         )
     except (ValueError, TypeError, AttributeError, binascii.Error):
         ok = False
@@ -314,6 +311,23 @@ class DynamoBroadcastStore:
                 if name.startswith("n:") and "N" in value:
                     total[name[2:]] += int(value["N"])
         return total
+
+    def close_gate(self, broadcast_id: str) -> None:
+        """Every counter shard refuses new claims from now on (the template sender's gate)."""
+        for shard in range(keys.BROADCAST_COUNTER_SHARDS):
+            for attempt in range(6):
+                try:
+                    client("dynamodb").update_item(
+                        TableName=self._table,
+                        Key=self._key(broadcast_id, keys.broadcast_counter_sk(shard)),
+                        UpdateExpression="SET closed = :t",
+                        ExpressionAttributeValues={":t": {"BOOL": True}},
+                    )
+                    break
+                except ClientError as exc:
+                    if not error_is(exc, "TransactionConflictException") or attempt == 5:
+                        raise
+                    time.sleep(0.02 * 2**attempt)
 
     # -- the splitter's checkpoint -------------------------------------------------------------
     def checkpoint(self, broadcast_id: str) -> Checkpoint:

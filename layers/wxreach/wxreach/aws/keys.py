@@ -98,7 +98,7 @@ def wechat_msgid_index_pk(appid: str, msgid: str) -> str:
 # -- broadcasts (ledger table) -----------------------------------------------------------------
 BROADCAST_META_SK = "META"
 BROADCAST_SPLIT_SK = "SPLIT"
-BROADCAST_COUNTER_SHARDS = 8
+BROADCAST_COUNTER_SHARDS = 32
 
 
 def broadcast_pk(broadcast_id: str) -> str:

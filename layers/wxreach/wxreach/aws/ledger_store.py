@@ -7,6 +7,8 @@ once (queued → sending with a claim token), and finished only by the claim's h
 from __future__ import annotations
 
 import json
+import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ from wxreach.wechat.keywords import Channel
 MESSAGE_RETENTION_SECONDS = 400 * 24 * 3600
 MAX_STORED_VALUE_CHARS = 256
 TRANSACTION_CANCELLED = "TransactionCanceledException"
+TRANSACTION_ATTEMPTS = 6
 
 
 def counter_shard(message_id: str) -> int:
@@ -30,6 +33,23 @@ def counter_shard(message_id: str) -> int:
 
 def _cancel_reasons(exc: ClientError) -> list[str]:
     return [r.get("Code", "") for r in exc.response.get("CancellationReasons", [])]
+
+
+def _transact(items: list[dict[str, Any]]) -> None:
+    """TransactWriteItems, again after a conflict with another transaction on the same counter
+    shard (DynamoDB cancels one of two concurrent transactions on an item)."""
+    for attempt in range(TRANSACTION_ATTEMPTS):
+        try:
+            client("dynamodb").transact_write_items(TransactItems=items)
+            return
+        except ClientError as exc:
+            conflict = error_is(exc, TRANSACTION_CANCELLED) and "TransactionConflict" in _cancel_reasons(exc)
+            if (
+                not (conflict or error_is(exc, "TransactionConflictException"))
+                or attempt == TRANSACTION_ATTEMPTS - 1
+            ):
+                raise
+            time.sleep(random.uniform(0.005, 0.05 * 2**attempt))  # noqa: S311 - jitter, not a secret
 
 
 def _to_item(message: Message) -> dict[str, Any]:
@@ -180,39 +200,34 @@ class DynamoMessageLedger:
         return True
 
     def _gated_claim(self, update: dict[str, Any], broadcast_id: str, *, count: bool) -> bool:
+        """The claim and the message's counter shard in one transaction. The shard carries the
+        broadcast's gate (`closed`, set on every shard by a cancel), so no claim after a cancel
+        can succeed, and no single item is in every sender's transaction."""
         message_id = update["Key"]["pk"]["S"].removeprefix("MSG#")
-        claims = {
+        shard: dict[str, Any] = {
             "TableName": self._table,
             "Key": {
                 "pk": {"S": keys.broadcast_pk(broadcast_id)},
                 "sk": {"S": keys.broadcast_counter_sk(counter_shard(message_id))},
             },
-            "UpdateExpression": "ADD #claims :one",
-            "ExpressionAttributeNames": {"#claims": "n:claims"},
-            "ExpressionAttributeValues": {":one": {"N": "1"}},
+            "ConditionExpression": "attribute_not_exists(closed)",
         }
-        check = {
-            "TableName": self._table,
-            "Key": {"pk": {"S": keys.broadcast_pk(broadcast_id)}, "sk": {"S": keys.BROADCAST_META_SK}},
-            "ConditionExpression": "#s = :sending",
-            "ExpressionAttributeNames": {"#s": "state"},
-            "ExpressionAttributeValues": {":sending": {"S": "sending"}},
-        }
-        try:
-            client("dynamodb").transact_write_items(
-                TransactItems=[
-                    {"ConditionCheck": check},
-                    {"Update": update},
-                    *([{"Update": claims}] if count else []),
-                ]
+        if count:
+            shard.update(
+                UpdateExpression="ADD #claims :one",
+                ExpressionAttributeNames={"#claims": "n:claims"},
+                ExpressionAttributeValues={":one": {"N": "1"}},
             )
+        gate = {"Update": shard} if count else {"ConditionCheck": shard}
+        try:
+            _transact([{"Update": update}, gate])
         except ClientError as exc:
             if not error_is(exc, TRANSACTION_CANCELLED):
                 raise
             reasons = _cancel_reasons(exc)
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                raise BroadcastClosed(broadcast_id) from exc
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                raise BroadcastClosed(broadcast_id) from exc
+            if reasons and reasons[0] == "ConditionalCheckFailed":
                 return False
             raise
         return True
@@ -330,7 +345,7 @@ class DynamoMessageLedger:
             "ExpressionAttributeValues": {":one": {"N": "1"}},
         }
         try:
-            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, {"Update": counter}])
+            _transact([{"Update": update}, {"Update": counter}])
         except ClientError as exc:
             if error_is(exc, TRANSACTION_CANCELLED) and _cancel_reasons(exc)[:1] == [
                 "ConditionalCheckFailed"

@@ -105,6 +105,30 @@ class AudienceReader:
         else:
             yield from self._registry(broadcast, cursor)
 
+    def openids_before(self, broadcast: Broadcast, cursor: dict[str, Any]) -> set[str]:
+        """The openids a segment lists before `cursor` (no lookups: for duplicate detection)."""
+        end = int(cursor.get("line", 0))
+        audience = broadcast.audience
+        if audience.recipients is not None:
+            return {r.openid for r in audience.recipients[:end]}
+        if audience.segment is None:
+            return set()
+        seen: set[str] = set()
+        header: list[str] | None = None
+        for number, raw in enumerate(self._segments.lines(audience.segment.key, start=0), start=1):
+            if number > end:
+                break
+            text = raw.strip()
+            if not text:
+                continue
+            if audience.segment.format is SegmentFormat.CSV and header is None:
+                header = [name.strip() for name in _csv_row(text)]
+                continue
+            recipient = _parse_line(text, audience.segment.format, header)
+            if recipient is not None:
+                seen.add(recipient.openid)
+        return seen
+
     # -- sources -------------------------------------------------------------------------------
     def _registry(self, broadcast: Broadcast, cursor: dict[str, Any] | None) -> Iterator[Page]:
         shard, after = (cursor or {}).get("shard", 0), (cursor or {}).get("after")
@@ -313,6 +337,9 @@ class Rules:
         self._now = now
         self._repeat_window = repeat_window_seconds
         self._seen: set[str] = set()
+
+    def mark_seen(self, openids: set[str]) -> None:
+        self._seen |= openids
 
     @property
     def channel(self) -> Channel | None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from wxreach.errors import Conflict, InvalidInput, NotFound
+from wxreach.errors import Conflict, InvalidInput, NotFound, WxReachError
 from wxreach.observability import logger
 from wxreach.reach.accounts import Account, AccountType
 from wxreach.reach.audiences import AudienceReader, Candidate, MassHistory, Rules
@@ -72,6 +72,7 @@ class BroadcastRepository(Protocol):
     def audit_trail(self, broadcast_id: str) -> list[AuditEntry]: ...
     def message_counts(self, broadcast_id: str) -> Counter[str]: ...
     def checkpoint(self, broadcast_id: str) -> Checkpoint: ...
+    def close_gate(self, broadcast_id: str) -> None: ...
     def set_state(
         self,
         broadcast_id: str,
@@ -209,6 +210,7 @@ class BroadcastService:
     ) -> Broadcast:
         account = self._accounts.get(appid)
         _check_account_rules(account, spec.channel, spec.audience.kind)
+        _check_segment_key(appid, spec.audience)
         now = self._now()
         broadcast = Broadcast(
             id=new_broadcast_id(appid, request_key or uuid.uuid4().hex),
@@ -267,6 +269,12 @@ class BroadcastService:
             return current
         if edit.scheduled_at is not None and current.state is not BroadcastState.SCHEDULED:
             raise Conflict("only a scheduled broadcast has a time to move", reason="not_scheduled")
+        if current.state is BroadcastState.SCHEDULED and (edit.audience or edit.content or edit.mass):
+            # Its estimate was confirmed at publish: a new audience or content needs a new publish.
+            raise Conflict(
+                "a scheduled broadcast's audience and content are fixed; cancel it and publish a new one",
+                reason="scheduled_content_fixed",
+            )
         updated = current.model_copy(
             update={
                 **{
@@ -283,6 +291,7 @@ class BroadcastService:
         except ValueError as exc:
             raise InvalidInput(str(exc), reason="invalid_broadcast") from exc
         _check_account_rules(self._accounts.get(appid), updated.channel, updated.audience.kind)
+        _check_segment_key(appid, updated.audience)
         if edit.scheduled_at is not None:
             at = self._future(edit.scheduled_at)
             updated = updated.model_copy(update={"scheduled_at": at})
@@ -307,6 +316,7 @@ class BroadcastService:
     def estimate_proposed(self, appid: str, spec: BroadcastInput) -> Estimate:
         account = self._accounts.get(appid)
         _check_account_rules(account, spec.channel, spec.audience.kind)
+        _check_segment_key(appid, spec.audience)
         now = self._now()
         draft = Broadcast(
             id=new_broadcast_id(appid, "proposed"),
@@ -394,8 +404,10 @@ class BroadcastService:
         month_start = china_now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - CHINA
         today_start = china_now.replace(hour=0, minute=0, second=0, microsecond=0) - CHINA
         history = MassHistory()
-        for other in self._store.month_mass(broadcast.appid, month_start.replace(tzinfo=UTC)):
-            if other.id == broadcast.id or other.started_at is None:
+        month = month_start.replace(tzinfo=UTC)
+        # Created up to a month before, started in this month.
+        for other in self._store.month_mass(broadcast.appid, month - timedelta(days=31)):
+            if other.id == broadcast.id or other.started_at is None or other.started_at < month:
                 continue
             if other.state in (BroadcastState.CANCELLED, BroadcastState.FAILED) and not other.cancel:
                 continue
@@ -438,6 +450,16 @@ class BroadcastService:
                 "WeChat mass-sends to at least 2 openids; send to one follower with the preview route",
                 reason="too_few_recipients",
             )
+        if (
+            current.channel is BroadcastChannel.MASS
+            and not current.audience.is_segment
+            and estimate.recipients > self._policy.mass_daily_cap
+        ):
+            raise Conflict(
+                f"one sendall reaches {estimate.recipients} followers, above the daily mass cap of "
+                f"{self._policy.mass_daily_cap}: raise MassDailyCap or send to segments",
+                reason="exceeds_daily_cap",
+            )
         if estimate.recipients > self._policy.large_send_threshold and confirm != estimate.recipients:
             raise Conflict(
                 f"this broadcast reaches {estimate.recipients} recipients: publish again with "
@@ -472,8 +494,15 @@ class BroadcastService:
             sending, expected_version=current.version, expected_states={BroadcastState.DRAFT}
         ):
             raise Conflict("the broadcast changed meanwhile; read it again", reason="concurrent_change")
+        try:
+            self._trigger.start(appid, broadcast_id)
+        except Exception:
+            # Without its split request it would stay "sending" for ever: back to a draft.
+            self._store.save(
+                current, expected_version=sending.version, expected_states={BroadcastState.SENDING}
+            )
+            raise
         self._audit(broadcast_id, actor, "publish", {"recipients": estimate.recipients})
-        self._trigger.start(appid, broadcast_id)
         return sending
 
     def _future(self, at: datetime) -> datetime:
@@ -519,9 +548,10 @@ class BroadcastService:
             raise Conflict("the broadcast changed meanwhile; try again", reason="concurrent_change")
         if current.state is BroadcastState.SCHEDULED:
             self._schedules.delete(broadcast_id)
-        report = self._cancel_report(moved, now) if current.state is BroadcastState.SENDING else None
-        if report is None:
-            report = CancelReport(cancelled_at=now, sent=0, not_sent=self._estimate(current).recipients)
+        if current.state is BroadcastState.SENDING:
+            report = self._cancel_report(moved, now)
+        else:
+            report = CancelReport(cancelled_at=now, sent=0, failed=0, not_sent=self._safe_estimate(current))
         final = self._store.set_state(
             broadcast_id,
             from_states={BroadcastState.CANCELLED},
@@ -535,40 +565,56 @@ class BroadcastService:
 
     def _cancel_report(self, broadcast: Broadcast, now: datetime) -> CancelReport:
         """From here on nothing starts (the senders' claims are gated on the state); wait for the
-        sends on the wire to land, then count."""
+        sends on the wire to land, then count: sent + failed + not_sent = the audience."""
+        self._store.close_gate(broadcast.id)
         if broadcast.channel is BroadcastChannel.MASS:
             self._mass_batches.cancel_queued(broadcast.id)
-            summary = self._mass_batches.summary(broadcast.id)
-            recipients = summary.get("recipients", {})
-            sent = int(recipients.get("sent", 0)) + int(recipients.get("sending", 0))
-            split_total = max(
-                self._store.checkpoint(broadcast.id).recipients, sum(int(v) for v in recipients.values())
-            )
-            expected = max(split_total, self._expected(broadcast))
-            return CancelReport(
-                cancelled_at=now,
-                sent=sent,
-                not_sent=max(0, expected - sent),
-                in_flight=int(recipients.get("sending", 0)),
-            )
-        deadline = time.monotonic() + self._policy.cancel_settle_seconds
-        counts = self._store.message_counts(broadcast.id)
-        while counts["claims"] - counts["releases"] > 0 and time.monotonic() < deadline:
-            self._sleep(0.25)
+            recipients = self._mass_batches.summary(broadcast.id).get("recipients", {})
+            in_flight = int(recipients.get("sending", 0))
+            sent = int(recipients.get("sent", 0)) + in_flight
+            failed = int(recipients.get("failed", 0))
+            split = sum(int(v) for v in recipients.values())
+        else:
+            deadline = time.monotonic() + self._policy.cancel_settle_seconds
             counts = self._store.message_counts(broadcast.id)
-        in_flight = max(0, counts["claims"] - counts["releases"])
-        sent = counts["sent"] + counts["unknown"] + in_flight
-        failed = counts["failed"]
-        expected = max(self._store.checkpoint(broadcast.id).recipients, self._expected(broadcast))
+            while counts["claims"] - counts["releases"] > 0 and time.monotonic() < deadline:
+                self._sleep(0.25)
+                counts = self._store.message_counts(broadcast.id)
+            in_flight = max(0, counts["claims"] - counts["releases"])
+            # "unknown" may have been delivered: it counts as sent, never as not sent.
+            sent = counts["sent"] + counts["unknown"] + in_flight
+            failed = counts["failed"]
+            split = self._store.checkpoint(broadcast.id).recipients
+        cp = self._store.checkpoint(broadcast.id)
+        unsplit = 0 if cp.done else self._remaining(broadcast, cp)
         return CancelReport(
-            cancelled_at=now, sent=sent, not_sent=max(0, expected - sent - failed), in_flight=in_flight
+            cancelled_at=now,
+            sent=sent,
+            failed=failed,
+            not_sent=max(0, split - sent - failed) + unsplit,
+            in_flight=in_flight,
         )
 
-    def _expected(self, broadcast: Broadcast) -> int:
-        cp = self._store.checkpoint(broadcast.id)
-        if cp.done:
-            return cp.recipients
-        return self._estimate(broadcast).recipients
+    def _remaining(self, broadcast: Broadcast, cp: Checkpoint) -> int:
+        """Eligible recipients the splitter had not reached (it stops at its next page)."""
+        try:
+            rules = self.rules_for(broadcast)
+            if cp.cursor is not None and broadcast.audience.is_segment:
+                rules.mark_seen(self._reader.openids_before(broadcast, cp.cursor))
+            return sum(
+                1
+                for page in self._reader.pages(broadcast, cp.cursor)
+                for decision in rules.decide(page.candidates)
+                if decision.reason is None
+            )
+        except WxReachError:
+            return 0
+
+    def _safe_estimate(self, broadcast: Broadcast) -> int:
+        try:
+            return self._estimate(broadcast).recipients
+        except WxReachError:
+            return broadcast.confirmed_count or 0
 
     # -- splitting (the splitter function) -------------------------------------------------------
     def split(self, appid: str, broadcast_id: str, *, deadline: float) -> SplitResult | None:
@@ -581,17 +627,28 @@ class BroadcastService:
                 "split skipped: broadcast not sending", broadcast=broadcast_id, state=str(broadcast.state)
             )
             return None
-        account = self._accounts.get(appid)
-        rules = self.rules_for(broadcast)
-        result = self._splitter.run(
-            broadcast,
-            account,
-            template=None,
-            rules=rules,
-            deadline=deadline,
-            day=lambda: china_day(self._clock()),
-            next_day=self._next_china_midnight,
-        )
+        try:
+            result = self._splitter.run(
+                broadcast,
+                self._accounts.get(appid),
+                template=None,
+                rules=self.rules_for(broadcast),
+                deadline=deadline,
+                day=lambda: china_day(self._clock()),
+                next_day=self._next_china_midnight,
+            )
+        except WxReachError as exc:
+            if exc.status >= 500:
+                raise
+            # It can never succeed (the segment object is gone, the account was removed...).
+            logger.error("broadcast failed while splitting", broadcast=broadcast_id, reason=exc.reason)
+            self._store.set_state(
+                broadcast_id,
+                from_states={BroadcastState.SENDING},
+                to=BroadcastState.FAILED,
+                update={"failure": exc.reason, "finished_at": self._now(), "updated_at": self._now()},
+            )
+            return None
         logger.info(
             "split run",
             broadcast=broadcast_id,
@@ -642,10 +699,10 @@ class BroadcastService:
             failed = by_state.get("failed", 0) + by_state.get("unknown", 0)
         state = broadcast.state
         if broadcast.state is BroadcastState.SENDING and done:
-            if failed == 0:
+            if sent == 0:
+                state = BroadcastState.FAILED  # nobody got it, whatever the reasons
+            elif failed == 0:
                 state = BroadcastState.SENT
-            elif sent == 0:
-                state = BroadcastState.FAILED
             else:
                 state = BroadcastState.PARTIALLY_SENT
         return _Settled(state, counts)
@@ -713,6 +770,14 @@ class BroadcastService:
         self._store.audit(
             broadcast_id,
             AuditEntry(at=self._now(), actor=actor, action=action, changes=changes),  # type: ignore[arg-type]
+        )
+
+
+def _check_segment_key(appid: str, audience: Any) -> None:
+    segment = audience.segment
+    if segment is not None and not segment.key.startswith(f"segments/{appid}/"):
+        raise InvalidInput(
+            f"segment objects of this account live under segments/{appid}/", reason="segment_outside_account"
         )
 
 

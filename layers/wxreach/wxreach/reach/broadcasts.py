@@ -22,6 +22,8 @@ from wxreach.reach.rendering import MessageContent
 BROADCAST_ID_PATTERN = r"^b[0-9a-f]{20}$"
 ORIGIN_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 MAX_INLINE_RECIPIENTS = 1000
+# The broadcast record holds inline recipients: DynamoDB items stop at 400 KB.
+MAX_INLINE_BYTES = 200 * 1024
 MAX_NAME_CHARS = 120
 S3_KEY_PATTERN = r"^[A-Za-z0-9!_.*'()/=-]{1,1024}$"
 MEDIA_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
@@ -93,6 +95,12 @@ class Audience(BaseModel):
             raise ValueError("a segment audience needs recipients or a segment object")
         if self.kind in (AudienceKind.ALL, AudienceKind.TAG) and has_segment:
             raise ValueError(f"an audience of kind {self.kind} takes no recipients")
+        if self.recipients is not None:
+            size = sum(len(r.model_dump_json()) for r in self.recipients)
+            if size > MAX_INLINE_BYTES:
+                raise ValueError(
+                    f"inline recipients take {size} bytes, at most {MAX_INLINE_BYTES}: use a segment"
+                )
         return self
 
     @property
@@ -211,8 +219,11 @@ class SplitProgress(BaseModel):
 
 
 class CancelReport(BaseModel):
+    """sent + failed + not_sent = the broadcast's audience at the cancel."""
+
     cancelled_at: datetime
     sent: int = Field(description="Recipients whose send reached WeChat before the cancel")
+    failed: int = Field(default=0, description="Recipients WeChat refused before the cancel")
     not_sent: int = Field(description="Recipients that will never be sent")
     in_flight: int = Field(default=0, description="Sends that were on the wire at the cancel")
 
@@ -245,6 +256,7 @@ class Broadcast(BaseModel):
     cancel: CancelReport | None = None
     confirmed_count: int | None = Field(default=None, description="The estimate the publisher confirmed")
     split: SplitProgress = Field(default_factory=SplitProgress)
+    failure: str | None = Field(default=None, description="Why the broadcast failed as a whole")
     deleted_articles: list[DeletedArticle] = Field(default_factory=list)
 
     @property

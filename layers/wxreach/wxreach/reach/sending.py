@@ -495,6 +495,16 @@ class SendService:
                 mid, token=claim, now=self._now(), take_over=take_over, gate=_gate(batch)
             )
         except BroadcastClosed:
+            if take_over is not None:
+                # An earlier attempt was on the wire and may have been delivered: never "not sent".
+                return self._finish(
+                    message,
+                    MessageState.UNKNOWN,
+                    claim=take_over,
+                    reason="interrupted_during_send",
+                    detail="the broadcast was cancelled after an attempt that may have been delivered",
+                    values=values,
+                )
             undo_guards(refund=True)
             return self._cancelled(message, values)
         if not claimed:

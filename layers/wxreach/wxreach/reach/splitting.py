@@ -31,7 +31,7 @@ MIN_MASS_OPENIDS = 2
 # Template/subscribe recipients per send-queue record: sent concurrently by one sender call.
 TEMPLATE_GROUP = 50
 # SQS's record limit is 256 KiB; recipients' params make records grow, so groups are also cut by size.
-MAX_RECORD_BYTES = 200 * 1024
+MAX_RECORD_BYTES = 200 * 1024  # one record; a request of several is cut at 250 KiB
 MASS_DAILY_COUNTER = "mass-recipients"
 
 
@@ -139,7 +139,14 @@ class Splitter:
     ) -> SplitResult:
         cp = self._store.checkpoint(broadcast.id)
         if cp.done:
+            # The last batch may have been committed by a run that died before enqueueing it.
+            if broadcast.channel is BroadcastChannel.MASS:
+                self._enqueue_pending(broadcast, cp)
             return SplitResult(True, cp)
+        if cp.cursor is not None and broadcast.audience.is_segment:
+            # A segment may repeat an openid on both sides of the checkpoint: what the earlier
+            # runs already took must stay taken.
+            rules.mark_seen(self._reader.openids_before(broadcast, cp.cursor))
         cp.runs += 1
         cp.started = True
         cp.paused_until = None
@@ -157,9 +164,10 @@ class Splitter:
             recipients = [
                 Recipient(openid=d.openid, params=dict(d.params)) for d in decisions if d.reason is None
             ]
-            self._output.send_batches([broadcast_batch(b, channel, g) for g in _groups(recipients)])
+            groups = _groups(recipients)
+            self._output.send_batches([broadcast_batch(b, channel, g) for g in groups])
             cp.recipients += len(recipients)
-            cp.batches += len(_groups(recipients))
+            cp.batches += len(groups)
             _count_excluded(cp, decisions)
             cp.cursor, cp.done = page.cursor, page.cursor is None
             if not self._commit(b, cp):
@@ -184,6 +192,8 @@ class Splitter:
         self._enqueue_pending(b, cp)
         if b.audience.kind in (AudienceKind.ALL, AudienceKind.TAG) and not b.audience.is_segment:
             return self._run_sendall(b, cp, rules, day, next_day)
+        # A day's cap smaller than a full batch would otherwise never admit one.
+        size = max(MIN_MASS_OPENIDS, min(MAX_MASS_OPENIDS, self._mass_daily_cap))
         # Eligible openids with where to resume after each, and the exclusions seen before it.
         buffer: list[tuple[str, dict[str, Any] | None, int]] = []
         log: list[str] = []
@@ -198,12 +208,12 @@ class Splitter:
                 resume = _resume_after(page.candidates, index, page.cursor)
                 buffer.append((decision.openid, resume, len(log)))
             # Keep ≥ 2 back so the last batch can never be a single openid.
-            while len(buffer) >= MAX_MASS_OPENIDS + MIN_MASS_OPENIDS:
-                stop = self._emit(b, cp, buffer[:MAX_MASS_OPENIDS], log, day, next_day)
+            while len(buffer) >= size + MIN_MASS_OPENIDS:
+                stop = self._emit(b, cp, buffer[:size], log, day, next_day)
                 if stop is not None:
                     return stop
-                used = buffer[MAX_MASS_OPENIDS - 1][2]
-                buffer, log = [(o, r, n - used) for o, r, n in buffer[MAX_MASS_OPENIDS:]], log[used:]
+                used = buffer[size - 1][2]
+                buffer, log = [(o, r, n - used) for o, r, n in buffer[size:]], log[used:]
                 if time.monotonic() > deadline:
                     return SplitResult(False, cp, "budget")
             if page.cursor is None:
@@ -211,15 +221,15 @@ class Splitter:
         # The rest: one batch, or two when it is one over the maximum.
         tail = buffer
         while tail:
-            size = len(tail) if len(tail) <= MAX_MASS_OPENIDS else len(tail) // 2
-            last = size == len(tail)
-            stop = self._emit(b, cp, tail[:size], log, day, next_day, final=last)
+            cut = len(tail) if len(tail) <= size else len(tail) // 2 if len(tail) < 2 * size else size
+            last = cut == len(tail)
+            stop = self._emit(b, cp, tail[:cut], log, day, next_day, final=last)
             if stop is not None:
                 return stop
             if last:
                 break
-            used = tail[size - 1][2]
-            tail, log = [(o, r, n - used) for o, r, n in tail[size:]], log[used:]
+            used = tail[cut - 1][2]
+            tail, log = [(o, r, n - used) for o, r, n in tail[cut:]], log[used:]
         if not cp.done:
             cp.excluded.update(log)
             cp.cursor, cp.done = None, True
@@ -275,7 +285,8 @@ class Splitter:
             cp.excluded, cp.done, cp.cursor = excluded, True, None
             self._commit(b, cp)
             return SplitResult(True, cp)
-        if not self._daily.reserve_many(
+        # One sendall cannot be split: above the whole cap it is refused at publish.
+        if eligible <= self._mass_daily_cap and not self._daily.reserve_many(
             b.appid, MASS_DAILY_COUNTER, day=day(), count=eligible, cap=self._mass_daily_cap
         ):
             return self._pause(b, cp, next_day())
