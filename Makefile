@@ -39,7 +39,8 @@ lint: $(STAMP) ## ruff, layer requirements in sync, sam validate --lint
 
 .PHONY: test
 test: lint ## Lint, validate the template and run unit, integration and e2e tests
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 -m "not e2e"
+	$(PY) -m pytest -m e2e
 
 .PHONY: requirements
 requirements: ## Export the layer's requirements.txt from pyproject.toml
