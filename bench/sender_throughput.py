@@ -226,6 +226,7 @@ class MemoryMessageLedger:
         appid: str | None = None,
         count_attempt: bool = True,
         tally: str | None = None,
+        maybe_delta: int = 0,
     ) -> bool:
         with self._table.lock:
             item = self._item(message_id)

@@ -248,6 +248,7 @@ class DynamoMessageLedger:
         count_attempt: bool = True,
         maybe_sent: bool = False,
         tally: str | None = None,
+        maybe_delta: int = 0,
     ) -> bool:
         """Moves the message to a terminal state (or back to queued), once.
 
@@ -305,7 +306,13 @@ class DynamoMessageLedger:
         }
         if tally is not None and (state in TERMINAL_STATES or claim_token is not None):
             return self._finish_counted(
-                update, tally, message_id, state if state in TERMINAL_STATES else None, reason, claim_token
+                update,
+                tally,
+                message_id,
+                state if state in TERMINAL_STATES else None,
+                reason,
+                claim_token,
+                maybe_delta,
             )
         try:
             client("dynamodb").update_item(**update)
@@ -323,9 +330,11 @@ class DynamoMessageLedger:
         state: MessageState | None,
         reason: str | None,
         claim_token: str | None,
+        maybe_delta: int = 0,
     ) -> bool:
         """The message's transition and its broadcast's counts in one transaction: terminal
-        states by reason, and `releases` of claims (claims − releases = sends on the wire)."""
+        states by reason, `releases` of claims (claims − releases = sends on the wire) and
+        `maybe` (queued messages an earlier attempt may have delivered)."""
         names: dict[str, str] = {}
         if state is not None:
             names["#st"] = f"n:{state}"
@@ -334,6 +343,11 @@ class DynamoMessageLedger:
         if claim_token is not None:
             names["#rel"] = "n:releases"
         expression = "ADD " + ", ".join(f"{name} :one" for name in names)
+        values = {":one": {"N": "1"}}
+        if maybe_delta:
+            names["#mb"] = "n:maybe"
+            expression += ", #mb :maybe"
+            values[":maybe"] = {"N": str(maybe_delta)}
         counter = {
             "TableName": self._table,
             "Key": {
@@ -342,7 +356,7 @@ class DynamoMessageLedger:
             },
             "UpdateExpression": expression,
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {":one": {"N": "1"}},
+            "ExpressionAttributeValues": values,
         }
         try:
             _transact([{"Update": update}, {"Update": counter}])

@@ -582,7 +582,7 @@ class BroadcastService:
                 counts = self._store.message_counts(broadcast.id)
             in_flight = max(0, counts["claims"] - counts["releases"])
             # "unknown" may have been delivered: it counts as sent, never as not sent.
-            sent = counts["sent"] + counts["unknown"] + in_flight
+            sent = counts["sent"] + counts["unknown"] + in_flight + max(0, counts["maybe"])
             failed = counts["failed"]
             split = self._store.checkpoint(broadcast.id).recipients
         cp = self._store.checkpoint(broadcast.id)
@@ -683,7 +683,7 @@ class BroadcastService:
             by_state: dict[str, int] = {}
             by_reason: dict[str, dict[str, int]] = {}
             for name, value in raw.items():
-                if name in ("claims", "releases"):
+                if name in ("claims", "releases", "maybe"):
                     continue
                 if ":" in name:
                     state, reason = name.split(":", 1)

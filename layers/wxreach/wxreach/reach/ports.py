@@ -116,6 +116,7 @@ class MessageLedger(Protocol):
         count_attempt: bool = True,
         maybe_sent: bool = False,
         tally: str | None = None,
+        maybe_delta: int = 0,
     ) -> bool: ...
 
 

@@ -574,6 +574,7 @@ class SendService:
                 claim_token=claim,
                 tally=_gate(batch),
                 maybe_sent=maybe_sent,
+                maybe_delta=1 if maybe_sent and not message.maybe_sent else 0,
             )
             if not (maybe_sent or message.maybe_sent):
                 undo_guards(refund=False)
@@ -629,6 +630,7 @@ class SendService:
             now=self._now(),
             claim_token=token,
             tally=message.origin.id if message.origin.kind is OriginKind.BROADCAST else None,
+            maybe_delta=-1 if message.maybe_sent else 0,
             reason="interrupted_during_send",
             detail="the sender stopped during the WeChat call; not resent (no idempotency key)",
         )
@@ -678,6 +680,7 @@ class SendService:
             state=state,
             now=self._now(),
             tally=message.origin.id if message.origin.kind is OriginKind.BROADCAST else None,
+            maybe_delta=-1 if message.maybe_sent and state in TERMINAL_STATES else 0,
             claim_token=claim,
             reason=reason,
             detail=detail[:500] if detail else None,
@@ -702,6 +705,15 @@ class SendService:
         return is_open
 
     def _cancelled(self, message: Message, values: dict[str, str]) -> Message:
+        if message.maybe_sent:
+            # An earlier attempt may have been delivered: WeChat may have it, so never "not sent".
+            return self._finish(
+                message,
+                MessageState.UNKNOWN,
+                reason="maybe_sent_before_cancel",
+                detail="cancelled while an attempt that may have been delivered waited for its retry",
+                values=values,
+            )
         return self._finish(
             message,
             MessageState.SKIPPED,
