@@ -67,9 +67,11 @@ openapi: $(STAMP) ## Regenerate docs/openapi.json from the operator API's code
 	$(PY) scripts/export_openapi.py
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks (cold import, webhook per-event work vs wechatpy, sender throughput)
+bench: $(STAMP) ## Benchmarks (cold import, webhook per-event work vs wechatpy, sender throughput, splitter)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench.run
+# Broadcast splitter, 1 000 000 recipients on moto (BENCH_SPLITTER_ARGS="--recipients 20000" for a quick one)
+	$(PY) -m bench.splitter $(BENCH_SPLITTER_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv, build output and local data
