@@ -25,7 +25,9 @@ in the same run before and after each split: read the same object (GetObject, 1 
 with `encode_openids` in parts as the batch store does; for template, the same `MessageBatch`
 records of 50 recipients serialised with `model_dump_json` (models built without validation).
 The floor's output is checked against what the splitter wrote (the batch items in DynamoDB, the
-SendMessageBatch bodies): the same batches, byte for byte. Nothing fails on a target.
+SendMessageBatch bodies): the same batches, byte for byte. Nothing fails on a target. moto's SQS
+slows down with the queue's length, so the send queue is purged (uncounted) every 1 000 records;
+nothing reads it. CPU spent in garbage collection during the split is printed too.
 
     .venv/bin/python -m bench.splitter                     # 1 000 000 recipients
     .venv/bin/python -m bench.splitter --recipients 20000  # quick check
@@ -60,8 +62,6 @@ from typing import Any
 import boto3
 import httpx
 from boto3.s3.transfer import TransferConfig
-
-ROOT = Path(__file__).resolve().parent.parent
 
 APPID = "wx5b1e7c3a9d2f4086"
 APP_SECRET = "5b1e7c3a9d2f40865b1e7c3a9d2f4086"  # noqa: S105 - the sandbox account's fixed secret
@@ -326,6 +326,8 @@ def aws_world(recipients: int, workdir: Path, out: Out) -> Iterator[World]:
                 # Every run splits N again: the daily mass cap (1 000 000) must not pause a rerun.
                 "WXREACH_MASS_DAILY_CAP": str(10**12),
                 "WXREACH_LARGE_SEND_THRESHOLD": str(10**12),
+                # Set to the sandbox while it runs; never the real WeChat API.
+                "WXREACH_WECHAT_API_BASE": "http://127.0.0.1:9",
             }
             with _environment(wx_env):
                 _seed_sandbox_and_register(out)
@@ -462,6 +464,22 @@ def floor_template(s3: Any, broadcast_id: str) -> FloorResult:
 
 # == the split ===================================================================================
 @dataclass
+class GcTime:
+    """CPU spent inside garbage collections, by generation (gc.callbacks)."""
+
+    collections: Counter[int] = field(default_factory=Counter)
+    cpu_s: dict[int, float] = field(default_factory=lambda: dict.fromkeys((0, 1, 2), 0.0))
+    _started: float = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.collections[info["generation"]] += 1
+            self.cpu_s[info["generation"]] += time.process_time() - self._started
+
+
+@dataclass
 class SplitFigures:
     channel: str
     broadcast_id: str
@@ -481,6 +499,7 @@ class SplitFigures:
     output_bytes: int = 0
     digest: str = ""
     profile: str = ""
+    gc: GcTime | None = None
 
     @property
     def requests(self) -> int:
@@ -527,6 +546,8 @@ def run_split(
     cpu, wall = time.process_time(), time.perf_counter()
     runs = 0
     result = None
+    collections = GcTime()
+    gc.callbacks.append(collections)
     try:
         if profiler is not None:
             profiler.enable()
@@ -541,6 +562,7 @@ def run_split(
             profiler.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         counter.enabled = False
+        gc.callbacks.remove(collections)
     moto_cpu = _child_cpu_seconds(world.moto_pid) - moto_cpu
     assert result is not None, "split found no sending broadcast"
     cp = result.checkpoint
@@ -558,6 +580,7 @@ def run_split(
         excluded=dict(cp.excluded),
         calls=Counter(counter.calls),
         attempts=counter.attempts,
+        gc=collections,
     )
     if profiler is not None:
         figures.profile = _profile_text(profiler)
@@ -725,6 +748,11 @@ def format_split(f: SplitFigures, floor_cpu: float, out: Out) -> None:
         f"    wall {f.wall_s:.1f} s, our CPU {f.cpu_s:.2f} s ({1e6 * f.cpu_s / max(1, f.recipients):.1f} µs "
         f"per recipient), moto's CPU {f.moto_cpu_s:.1f} s; CPU / floor {ratio:.2f}×"
     )
+    if f.gc is not None:
+        out(
+            f"    of our CPU, garbage collection {sum(f.gc.cpu_s.values()):.2f} s "
+            f"({f.gc.collections[2]} full collections: {f.gc.cpu_s[2]:.2f} s)"
+        )
     out(
         f"    AWS requests {f.requests} = {_per_1000(f.requests, f.recipients):.2f} per 1 000 recipients "
         f"({f.attempts} HTTP attempts)"
@@ -843,6 +871,8 @@ def measure(
                 "requests_per_1000": per_1000,
                 "calls": dict(figures.calls),
                 "http_attempts": figures.attempts,
+                "gc_cpu_s": dict(figures.gc.cpu_s) if figures.gc else None,
+                "gc_collections": dict(figures.gc.collections) if figures.gc else None,
                 "ok": figures.ok,
                 "check": figures.check,
             }
