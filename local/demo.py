@@ -286,7 +286,8 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
 
     report.section("Not yet in this build")
     report.say(
-        "  broadcasts (audiences, the splitter, mass sends) and the status updater arrive with later issues."
+        "  broadcasts are in the operator API (docs/broadcasts.md); their demo act is on branch"
+        " wip/broadcast-e2e-demo; the status updater arrives with issue 8."
     )
     return report
 
