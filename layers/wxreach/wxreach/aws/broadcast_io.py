@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from wxreach.aws.clients import client
 from wxreach.errors import InvalidInput
+from wxreach.reach.mass_sending import MassBatchRef
 from wxreach.reach.messages import MessageBatch
 
 PRESIGNED_SECONDS = 3600
@@ -189,8 +190,9 @@ class SqsSplitQueues:
     def enqueue_mass(self, appid: str, broadcast_id: str, numbers: list[int]) -> None:
         if numbers:
             assert self._mass, "WXREACH_MASS_QUEUE_URL is not set"
+            # The mass sender's record format, from its model.
             bodies = [
-                json.dumps({"schema_version": 1, "appid": appid, "broadcast_id": broadcast_id, "batch": n})
+                MassBatchRef(appid=appid, broadcast_id=broadcast_id, batch=n).model_dump_json()
                 for n in numbers
             ]
             _send_all(self._mass, bodies)

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from wxreach.aws.clients import client
-from wxreach.aws.send_queue import visibility_for
-from wxreach.observability import logger, metrics
+from wxreach.aws.send_queue import dead_letter, delay_record
+from wxreach.observability import metrics
 from wxreach.reach.mass_sending import MassBatchRef, MassSendService
 
 # SQS's ceiling for a visibility timeout.
@@ -56,23 +56,10 @@ class MassQueueConsumer:
         return plan
 
     def _delay(self, record: dict[str, Any], seconds: float) -> None:
-        if not self._queue_url:
-            return
-        client("sqs").change_message_visibility(
-            QueueUrl=self._queue_url,
-            ReceiptHandle=record["receiptHandle"],
-            VisibilityTimeout=visibility_for(record, seconds),
-        )
+        delay_record(self._queue_url, record, seconds)
 
     def _dead_letter(self, record: dict[str, Any], reason: str) -> None:
-        logger.error("mass record refused", reason=reason, message_id=record.get("messageId"))
-        metrics.add_metric(name="MassRecordInvalid", unit="Count", value=1)
-        if self._dead_letter_url:
-            client("sqs").send_message(
-                QueueUrl=self._dead_letter_url,
-                MessageBody=record["body"],
-                MessageAttributes={"error": {"DataType": "String", "StringValue": reason}},
-            )
+        dead_letter(self._dead_letter_url, record, reason, what="mass", metric="MassRecordInvalid")
 
 
 class SqsMassQueue:

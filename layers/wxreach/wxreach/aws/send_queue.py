@@ -73,23 +73,35 @@ class SendQueueConsumer:
         return plan
 
     def _delay(self, record: dict[str, Any], seconds: float) -> None:
-        if not self._queue_url:
-            return
-        client("sqs").change_message_visibility(
-            QueueUrl=self._queue_url,
-            ReceiptHandle=record["receiptHandle"],
-            VisibilityTimeout=visibility_for(record, seconds),
-        )
+        delay_record(self._queue_url, record, seconds)
 
     def _dead_letter(self, record: dict[str, Any], reason: str) -> None:
-        logger.error("send record refused", reason=reason, message_id=record.get("messageId"))
-        metrics.add_metric(name="SendRecordInvalid", unit="Count", value=1)
-        if self._dead_letter_url:
-            client("sqs").send_message(
-                QueueUrl=self._dead_letter_url,
-                MessageBody=record["body"],
-                MessageAttributes={"error": {"DataType": "String", "StringValue": reason}},
-            )
+        dead_letter(self._dead_letter_url, record, reason, what="send", metric="SendRecordInvalid")
+
+
+def delay_record(queue_url: str | None, record: dict[str, Any], seconds: float) -> None:
+    """Back-off by visibility: the record comes back after `seconds` (bounded by SQS)."""
+    if not queue_url:
+        return
+    client("sqs").change_message_visibility(
+        QueueUrl=queue_url,
+        ReceiptHandle=record["receiptHandle"],
+        VisibilityTimeout=visibility_for(record, seconds),
+    )
+
+
+def dead_letter(
+    dead_letter_url: str | None, record: dict[str, Any], reason: str, *, what: str, metric: str
+) -> None:
+    """A record that can never succeed goes to the DLQ now, with its reason."""
+    logger.error(f"{what} record refused", reason=reason, message_id=record.get("messageId"))
+    metrics.add_metric(name=metric, unit="Count", value=1)
+    if dead_letter_url:
+        client("sqs").send_message(
+            QueueUrl=dead_letter_url,
+            MessageBody=record["body"],
+            MessageAttributes={"error": {"DataType": "String", "StringValue": reason}},
+        )
 
 
 class SqsBatchQueue:
