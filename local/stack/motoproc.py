@@ -12,6 +12,7 @@ also happens when the parent dies without stopping it, so a killed stack leaves 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import queue
@@ -193,6 +194,58 @@ def align_scheduler_updates() -> None:
     EventBridgeSchedulerResponse.update_schedule = update_schedule  # type: ignore[method-assign]
 
 
+def snapshot_transaction_items() -> None:
+    """Before each TransactWriteItems moto deep-copies every table the transaction names, to roll
+    back on failure: O(table size) per transaction, minutes per thousand sends once the ledger holds
+    tens of thousands of items. DynamoDB's semantics need only the named items, so this snapshots
+    those, restores them on failure, and leaves the tables themselves uncopied."""
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models import DynamoDBBackend, Table
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    original = DynamoDBBackend.transact_write_items
+    if getattr(original, "snapshots_items", False):
+        return
+
+    class _CopyButNotTables:  # the module's `copy`: a Table "copy" is the table itself
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    models.copy = _CopyButNotTables()  # type: ignore[assignment]
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved: list[tuple[Any, Any, Any, Any]] = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            attrs = op.get("Key") or op.get("Item") or {}
+            if table is None or table.hash_key_attr not in attrs:
+                continue  # the original raises the right error for it
+            hash_value = DynamoType(attrs[table.hash_key_attr])
+            range_value = None
+            if table.range_key_attr:
+                if table.range_key_attr not in attrs:
+                    continue
+                range_value = DynamoType(attrs[table.range_key_attr])
+            saved.append(
+                (table, hash_value, range_value, copy.deepcopy(table.get_item(hash_value, range_value)))
+            )
+        try:
+            original(self, transact_items)
+        except Exception:
+            for table, hash_value, range_value, item in reversed(saved):
+                table.delete_item(hash_value, range_value)
+                if item is not None and range_value is not None:
+                    table.items[hash_value][range_value] = item
+                elif item is not None:
+                    table.items[hash_value] = item
+            raise
+
+    transact_write_items.snapshots_items = True  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def child_main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import logging
@@ -214,6 +267,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per AWS call otherwise
     align_scheduler_updates()
+    snapshot_transaction_items()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(
         args.host, args.port, serialise_dynamodb(app), threaded=True, request_handler=MotoRequestHandler

@@ -149,3 +149,51 @@ def test_a_queue_hiding_messages_shorter_than_the_function_runs_is_warned_about(
         [warning] = [w for w in stack.warnings if "VisibilityTimeout" in w]
         assert warning.startswith("ConsumerWork: queue tiny-queue has VisibilityTimeout 10 s")
         assert "Consumer's Timeout 30 s" in warning and "refuses" in warning
+
+
+def test_a_cancelled_transaction_leaves_every_named_item_as_it_was(tmp_path: Path) -> None:
+    # The stack's moto snapshots only the items a transaction names (not whole tables): a
+    # transaction whose last condition fails must still undo the writes made before it.
+    with LocalStack(stack_settings(tiny_template(tmp_path / "app"), tmp_path / "data")) as stack:
+        dynamodb = stack.client("dynamodb")
+        dynamodb.put_item(TableName="tiny-table", Item={"pk": {"S": "kept"}, "n": {"N": "1"}})
+        dynamodb.put_item(TableName="tiny-table", Item={"pk": {"S": "other"}, "n": {"N": "7"}})
+        with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
+            dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": "tiny-table",
+                            "Key": {"pk": {"S": "kept"}},
+                            "UpdateExpression": "SET n = :two",
+                            "ExpressionAttributeValues": {":two": {"N": "2"}},
+                        }
+                    },
+                    {"Put": {"TableName": "tiny-table", "Item": {"pk": {"S": "new"}}}},
+                    {"Delete": {"TableName": "tiny-table", "Key": {"pk": {"S": "other"}}}},
+                    {
+                        "ConditionCheck": {
+                            "TableName": "tiny-table",
+                            "Key": {"pk": {"S": "absent"}},
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        items = {item["pk"]["S"]: item["n"]["N"] for item in dynamodb.scan(TableName="tiny-table")["Items"]}
+        assert items == {"kept": "1", "other": "7"}
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": "tiny-table",
+                        "Key": {"pk": {"S": "kept"}},
+                        "UpdateExpression": "SET n = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}},
+                    }
+                },
+                {"Delete": {"TableName": "tiny-table", "Key": {"pk": {"S": "other"}}}},
+            ]
+        )
+        items = {item["pk"]["S"]: item["n"]["N"] for item in dynamodb.scan(TableName="tiny-table")["Items"]}
+        assert items == {"kept": "2"}
