@@ -3,7 +3,10 @@
 Starts the WeChat sandbox and the local stack, registers a safe-mode service account, lets
 followers follow (some through a QR scene), accept or reject a subscription popup, send a
 message and unfollow; then reads wxreach's follower registry back and compares it with what
-the sandbox (WeChat's side) knows. Exits 1 when the two disagree.
+the sandbox (WeChat's side) knows, sends template messages and subscription notifications, and
+broadcasts on the three channels (a scheduled mass send, a template segment, everyone with a
+subscription credit, a cancel mid-send), comparing every count with the sandbox's inboxes.
+Exits 1 when the two disagree.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +251,10 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
     )
     report.check(rejected == len(rejecters), "every rejection recorded")
 
+    # A timed mass broadcast is published now (the API wants it at least 60 s ahead) and fires
+    # while the acts below run; its section comes at the end.
+    scheduled = _schedule_mass(api)
+
     # 4. A forged callback (someone who does not know the Token) is refused and changes nothing.
     victim = sorted(leavers)[0]
     forged = anonymous.post(
@@ -284,11 +291,10 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
         rng=rng,
     )
 
+    _play_broadcasts(report, wechat, api, stack, scheduled, openids=openids, leavers=leavers, rng=rng)
+
     report.section("Not yet in this build")
-    report.say(
-        "  broadcasts are in the operator API (docs/broadcasts.md); their demo act is on branch"
-        " wip/broadcast-e2e-demo; the status updater arrives with issue 8."
-    )
+    report.say("  the status updater (delivery callbacks → message states) arrives with a later issue.")
     return report
 
 
@@ -505,6 +511,326 @@ def _play_sending(
         + ", ".join(f"{state} ×{n}" for state, n in sorted(Counter(r["state"] for r in records).items()))
     )
     report.check(agree, "every 'sent' message is in exactly one inbox, and nothing else is")
+
+
+# -- broadcasts ------------------------------------------------------------------------------
+SCHEDULE_LEAD_SECONDS = 65  # the API takes a time at least 60 s ahead
+FINAL_STATES = {"sent", "partially_sent", "failed", "cancelled"}
+BROADCASTS = f"/accounts/{APPID}/broadcasts"
+
+
+@dataclass
+class ScheduledMass:
+    broadcast_id: str
+    at: datetime
+    estimate: dict[str, Any]
+    state: str
+
+
+def _schedule_mass(api: httpx.Client) -> ScheduledMass:
+    """A newsletter to every follower (`sendall` is_to_all), timed a little over a minute ahead."""
+    created = _ok(
+        api.post(
+            BROADCASTS,
+            json={
+                "name": "Weekly newsletter",
+                "channel": "mass",
+                "audience": {"kind": "all"},
+                "mass": {"msgtype": "text", "text": "本周新品：冷萃咖啡上市，第二杯半价。"},
+            },
+        ),
+        "creating a mass broadcast",
+    )
+    bid = created["id"]
+    estimate = _ok(api.post(f"{BROADCASTS}/{bid}/estimate"), "estimating a broadcast")
+    at = (datetime.now(UTC) + timedelta(seconds=SCHEDULE_LEAD_SECONDS)).replace(microsecond=0)
+    published = _ok(api.post(f"{BROADCASTS}/{bid}/publish", json={"at": at.isoformat()}), "scheduling")
+    return ScheduledMass(bid, at, estimate, published["state"])
+
+
+def _wait_final(api: httpx.Client, bid: str, timeout: float) -> dict[str, Any]:
+    """Reading a broadcast settles its state once every message or batch is final."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = _ok(api.get(f"{BROADCASTS}/{bid}"), "reading a broadcast")
+        if view["broadcast"]["state"] in FINAL_STATES or time.monotonic() > deadline:
+            return dict(view)
+        time.sleep(0.5)
+
+
+def _excluded(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
+
+
+def _play_broadcasts(
+    report: Report,
+    wechat: httpx.Client,
+    api: httpx.Client,
+    stack: LocalStack,
+    scheduled: ScheduledMass,
+    *,
+    openids: list[str],
+    leavers: set[str],
+    rng: random.Random,
+) -> None:
+    """Broadcasts on the three channels, and a cancel mid-send; every count wxreach reports is
+    compared with what the sandbox's inboxes hold."""
+    admin = f"/admin/accounts/{APPID}"
+    s3 = stack.client("s3")
+    bucket = stack.outputs["BroadcastBucketName"]
+    following = [o for o in openids if o not in leavers]
+
+    def messages(openid: str, kind: str) -> list[dict[str, Any]]:
+        got = _ok(wechat.get(f"{admin}/users/{openid}/inbox", params={"kind": kind}), "reading an inbox")
+        return list(got["messages"])
+
+    def counts(kind: str) -> Counter[str]:
+        got = _ok(wechat.get(f"{admin}/inbox-counts", params={"kind": kind}), "reading inbox counts")
+        return Counter(got["counts"])
+
+    def create(body: dict[str, Any]) -> str:
+        return str(_ok(api.post(BROADCASTS, json=body), "creating a broadcast")["id"])
+
+    def estimate(bid: str) -> dict[str, Any]:
+        return dict(_ok(api.post(f"{BROADCASTS}/{bid}/estimate"), "estimating a broadcast"))
+
+    def publish(bid: str) -> None:
+        _ok(api.post(f"{BROADCASTS}/{bid}/publish", json={}), "publishing a broadcast")
+
+    def line(name: str, view: dict[str, Any], received: int, extra: str = "") -> None:
+        c = view["counts"]
+        report.say(
+            f"  {name} [{view['broadcast']['state']}]: wxreach recipients {c['recipients']}, "
+            f"sent {c['by_state'].get('sent', 0)}, excluded: {_excluded(c['excluded'])}{extra}"
+        )
+        report.say(f"    WeChat inboxes: {received} received it")
+
+    report.section("Broadcasts")
+    report.say(
+        f"  'Weekly newsletter' (mass, all followers) published for {scheduled.at:%H:%M:%S} UTC "
+        f"({SCHEDULE_LEAD_SECONDS} s ahead): {scheduled.state}; the acts below run meanwhile"
+    )
+
+    # 1. A template message with per-customer parameters to a segment uploaded to the bucket.
+    customers = following[:12]
+    rows: list[dict[str, Any]] = [
+        {
+            "openid": o,
+            "params": {
+                "product": rng.choice(["咖啡豆", "挂耳咖啡", "冷萃咖啡"]),
+                "order": {"no": f"BC-{300 + n}"},
+            },
+        }
+        for n, o in enumerate(customers)
+    ]
+    rows.append({"openid": sorted(leavers)[-1], "params": {"product": "咖啡豆", "order": {"no": "BC-399"}}})
+    rows.append({"openid": following[12], "params": {"product": "咖啡豆"}})  # no order number
+    key = f"segments/{APPID}/order-shipped.jsonl"
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body="".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode(),
+    )
+    before = counts("template")
+    bid = create(
+        {
+            "name": "Order shipped",
+            "channel": "template",
+            "audience": {"kind": "segment", "segment": {"key": key}},
+            "content": {
+                "template_id": TEMPLATE,
+                "data": {"thing1": "{{product}}", "amount2": "¥0.00", "character_string3": "{{order.no}}"},
+            },
+        }
+    )
+    guess = estimate(bid)
+    publish(bid)
+    view = _wait_final(api, bid, timeout=60)
+    after = counts("template")
+    got = {o: after[o] - before[o] for o in set(after) | set(before)}
+    rendered = all(
+        any(
+            m["data"].get("character_string3") == r["params"]["order"]["no"]
+            for m in messages(r["openid"], "template")
+        )
+        for r in rows[: len(customers)]
+    )
+    line(f"'Order shipped' (template, S3 segment of {len(rows)})", view, sum(got.values()))
+    report.check(
+        guess["recipients"]
+        == view["counts"]["recipients"]
+        == view["counts"]["by_state"].get("sent")
+        == sum(got.values())
+        == len(customers)
+        and set(o for o, n in got.items() if n) == set(customers)
+        and max(got.values()) == 1,
+        "estimate, wxreach's counts and the inboxes agree: each customer once",
+    )
+    report.check(
+        view["counts"]["excluded"] == guess["excluded"] == {"not_following": 1, "invalid_parameters": 1},
+        "excluded: the follower who left (not_following), the line without an order number"
+        " (invalid_parameters)",
+    )
+    report.check(rendered, "every customer's own order number arrived rendered")
+
+    # 2. A subscription notification to everyone who still holds a credit for the template.
+    def wechat_credits(openid: str) -> int:
+        user = _ok(wechat.get(f"{admin}/users/{openid}"), "reading a user")
+        return int(user.get("grants", {}).get(SUB_TEMPLATE, {}).get("credits", 0))
+
+    holders = {o for o in openids if wechat_credits(o) > 0}
+    before = counts("subscription")
+    bid = create(
+        {
+            "name": "Delivery reminder",
+            "channel": "subscribe",
+            "audience": {"kind": "credit_holders"},
+            "content": {
+                "template_id": SUB_TEMPLATE,
+                "data": {"thing1": "您的咖啡明天送达", "time2": "2026年12月4日 10:00"},
+            },
+        }
+    )
+    guess = estimate(bid)
+    publish(bid)
+    view = _wait_final(api, bid, timeout=60)
+    after = counts("subscription")
+    got = {o: after[o] - before[o] for o in set(after) | set(before)}
+    line("'Delivery reminder' (subscription, everyone with a credit)", view, sum(got.values()))
+    report.say(f"    WeChat says {len(holders)} users hold a credit for {SUB_TEMPLATE}")
+    report.check(
+        guess["recipients"] == view["counts"]["by_state"].get("sent") == len(holders) == sum(got.values())
+        and {o for o, n in got.items() if n} == holders,
+        "every credit holder got it once, nobody else",
+    )
+    report.check(all(wechat_credits(o) == 0 for o in holders), "their credits are used up on WeChat's side")
+
+    # 3. A mass message sent now to a segment (/mass/send).
+    segment = [*following[:10], sorted(leavers)[0]]
+    bid = create(
+        {
+            "name": "Tasting invitation",
+            "channel": "mass",
+            "audience": {"kind": "segment", "recipients": [{"openid": o} for o in segment]},
+            "mass": {"msgtype": "text", "text": "周六下午门店品鉴会，欢迎光临。"},
+        }
+    )
+    guess = estimate(bid)
+    publish(bid)
+    view = _wait_final(api, bid, timeout=60)
+
+    def mass_received(broadcast_id: str, among: list[str]) -> Counter[str]:
+        return Counter(
+            o
+            for o in among
+            for m in messages(o, "mass")
+            if str(m.get("client_msg_id") or "").startswith(f"{broadcast_id}-")
+        )
+
+    got_mass = mass_received(bid, openids)
+    line(f"'Tasting invitation' (mass, segment of {len(segment)}, now)", view, sum(got_mass.values()))
+    report.check(
+        guess["recipients"] == view["counts"]["by_state"].get("sent") == sum(got_mass.values()) == 10
+        and set(got_mass) == set(following[:10])
+        and set(got_mass.values()) == {1}
+        and view["counts"]["excluded"] == {"not_following": 1},
+        "10 followers got it once; the one who left was excluded",
+    )
+
+    # 4. A promotion to 200 customers who followed before wxreach was connected, cancelled mid-send.
+    imported = _ok(
+        wechat.post(f"{admin}/followers", json={"count": 200, "prefix": "oShop"}), "seeding followers"
+    )["openids"]
+    bid = create(
+        {
+            "name": "Flash sale",
+            "channel": "template",
+            "audience": {
+                "kind": "segment",
+                "recipients": [
+                    {"openid": o, "params": {"product": "冷萃咖啡", "order": {"no": f"FS-{n}"}}}
+                    for n, o in enumerate(imported)
+                ],
+            },
+            "content": {
+                "template_id": TEMPLATE,
+                "data": {"thing1": "{{product}}", "amount2": "¥9.90", "character_string3": "{{order.no}}"},
+            },
+        }
+    )
+    # WeChat answers slowly (1 s a call), so the cancel lands while sends are on the wire.
+    _ok(
+        wechat.post(
+            "/admin/faults",
+            json={"path": "/cgi-bin/message/template/send", "latency": {"kind": "fixed", "ms": 1000}},
+        ),
+        "slowing WeChat down",
+    )
+    try:
+        publish(bid)
+
+        def received() -> int:
+            c = counts("template")
+            return sum(c[o] for o in imported)
+
+        deadline = time.monotonic() + 60
+        while received() < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cancelled = _ok(api.post(f"{BROADCASTS}/{bid}/cancel"), "cancelling")
+        at_answer = received()
+        stack.wait_idle(timeout=120, ignore_delayed=True)
+    finally:
+        _ok(wechat.post("/admin/faults/clear", json={}), "clearing faults")
+    cancel = cancelled["cancel"]
+    view = _ok(api.get(f"{BROADCASTS}/{bid}"), "reading a broadcast")
+    skipped = view["counts"]["by_reason"].get("skipped", {}).get("broadcast_cancelled", 0)
+    line(
+        f"'Flash sale' (template, {len(imported)} imported customers, cancelled mid-send)",
+        view,
+        received(),
+        f", skipped after the cancel {skipped}",
+    )
+    report.say(
+        f"    cancel answer: sent {cancel['sent']}, not sent {cancel['not_sent']}, "
+        f"in flight {cancel['in_flight']}; inboxes at the answer {at_answer}, now {received()}"
+    )
+    report.check(
+        cancelled["state"] == "cancelled" and 0 < cancel["sent"] < len(imported),
+        "the cancel landed mid-send",
+    )
+    report.check(
+        cancel["sent"] == at_answer == received() == view["counts"]["by_state"].get("sent")
+        and cancel["sent"] + cancel.get("failed", 0) + cancel["not_sent"] == len(imported),
+        "the cancel's report equals what WeChat delivered; nothing arrived after its answer",
+    )
+
+    # 5. The timed newsletter: the Scheduler fired it while the acts above ran.
+    wait = max(0.0, (scheduled.at - datetime.now(UTC)).total_seconds())
+    started = time.monotonic()
+    view = _wait_final(api, scheduled.broadcast_id, timeout=wait + 90)
+    waited = time.monotonic() - started
+    got_mass = mass_received(scheduled.broadcast_id, openids)
+    trail = _ok(api.get(f"{BROADCASTS}/{scheduled.broadcast_id}/audit"), "reading the audit trail")["entries"]
+    line(
+        "'Weekly newsletter' (mass, all followers, scheduled)",
+        view,
+        sum(got_mass.values()),
+        f" (waited {waited:.0f} s for its time)",
+    )
+    report.check(
+        scheduled.estimate["recipients"]
+        == view["counts"]["recipients"]
+        == sum(got_mass.values())
+        == len(following)
+        and set(got_mass) == set(following)
+        and set(got_mass.values()) == {1}
+        and view["broadcast"]["state"] == "sent",
+        f"every follower ({len(following)}) got the newsletter once, at its time",
+    )
+    report.check(
+        trail[-1]["action"] == "publish" and trail[-1]["actor"] == "scheduler",
+        "the schedule fired it (audit: publish by the scheduler)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
