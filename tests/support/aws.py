@@ -108,7 +108,7 @@ def aws_world(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Iterator[AwsW
         events.put_rule(
             Name="capture-all",
             EventBusName=bus_name,
-            EventPattern=json.dumps({"source": ["wxreach.webhook"]}),
+            EventPattern=json.dumps({"source": ["wxreach.webhook", "wxreach.status"]}),
         )
         events.put_targets(
             Rule="capture-all", EventBusName=bus_name, Targets=[{"Id": "q", "Arn": capture_arn}]

@@ -4,17 +4,28 @@ lease, recovery after 40001, force-refresh limits."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
+import httpx
 import pytest
 
-from wxreach.observability import forget_secrets, logger, scrub
-from wxreach.wechat.errcodes import RetryLater, TokenUnavailable
+from wxreach.observability import (
+    STACK_METRICS_SERVICE,
+    TOKEN_REFRESH_FAILED_METRIC,
+    WECHAT_BUSY_METRIC,
+    forget_secrets,
+    logger,
+    scrub,
+)
+from wxreach.wechat.api import WeChatClient
+from wxreach.wechat.errcodes import AccountStopped, RetryLater, TokenUnavailable
 from wxreach.wechat.tokens import StoredToken, TokenBroker, china_day
 
 APPID = "wxapp0001"
@@ -483,3 +494,64 @@ def test_concurrent_callers_with_the_same_failing_token_trigger_one_fetch(store:
         recovered = set(pool.map(recover, brokers * 2))  # two threads per container
     assert recovered == {rotated}
     assert wechat.calls == [False]
+
+
+# -- the TokenRefreshFailed metric (docs/operations.md) -----------------------------------------
+def emitted(capsys: pytest.CaptureFixture[str]) -> dict[str, list[dict[str, Any]]]:
+    """The EMF blobs printed since the last read, by metric name."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith('{"_aws"'):
+            blob = json.loads(line)
+            for metric in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                found.setdefault(metric["Name"], []).append(blob)
+    return found
+
+
+def wechat_answering(answer: dict[str, Any]) -> WeChatClient:
+    return WeChatClient(
+        "https://api.weixin.test",
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=answer)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "family", "reason", "busy"),
+    [
+        ({"errcode": 40125, "errmsg": "invalid appsecret"}, AccountStopped, "invalid_appsecret", 0),
+        # A busy token endpoint is both: WeChat pushing back, and an account without a token.
+        ({"errcode": -1, "errmsg": "system error"}, RetryLater, "system_busy", 1),
+    ],
+)
+def test_a_failed_fetch_is_counted_with_its_appid_and_reason(
+    capsys: pytest.CaptureFixture[str],
+    store: MemoryTokenStore,
+    clock: FakeClock,
+    answer: dict[str, Any],
+    family: type[Exception],
+    reason: str,
+    busy: int,
+) -> None:
+    broker = TokenBroker(
+        store=store, client=wechat_answering(answer), secret_for=lambda appid: SECRET, clock=clock
+    )
+    with pytest.raises(family):
+        broker.get(APPID)
+    metrics = emitted(capsys)
+    [blob] = metrics[TOKEN_REFRESH_FAILED_METRIC]
+    assert (blob["appid"], blob["reason"], blob["after_invalid"]) == (APPID, reason, False)
+    assert blob["service"] == STACK_METRICS_SERVICE
+    assert SECRET not in json.dumps(blob)
+    assert len(metrics.get(WECHAT_BUSY_METRIC, [])) == busy
+
+
+def test_a_refused_force_refresh_counts_once_and_its_fast_failures_do_not(
+    capsys: pytest.CaptureFixture[str], broker: TokenBroker
+) -> None:
+    first = broker.after_invalid(APPID, broker.get(APPID))
+    assert TOKEN_REFRESH_FAILED_METRIC not in emitted(capsys)  # fetches that worked count nothing
+    for _ in range(3):
+        with pytest.raises(TokenUnavailable):
+            broker.after_invalid(APPID, first)  # within 30 s: limited, then remembered
+    [blob] = emitted(capsys)[TOKEN_REFRESH_FAILED_METRIC]
+    assert (blob["reason"], blob["after_invalid"]) == ("force_refresh_limited", True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from wxreach.observability import forget_secrets, logger, mask_openid, register_secret
-from wxreach.wechat import errcodes
+from wxreach.observability import (
+    STACK_METRICS_SERVICE,
+    WECHAT_BUSY_METRIC,
+    forget_secrets,
+    logger,
+    mask_openid,
+    register_secret,
+)
+from wxreach.wechat import api, errcodes
 from wxreach.wechat.api import WeChatClient
 from wxreach.wechat.errcodes import (
     AccountStopped,
@@ -378,3 +387,73 @@ def test_logs_carry_path_errcode_rid_but_never_token_secret_or_openid(
     assert refused[0].__dict__["path"] == "/cgi-bin/message/template/send"
     assert refused[0].__dict__["openid"] == mask_openid(OPENID)
     assert any(getattr(r, "reason", None) == "wechat_timeout" for r in raw_logs.records)
+
+
+# -- the WeChatBusy metric (docs/operations.md) -------------------------------------------------
+def emitted(capsys: pytest.CaptureFixture[str], name: str) -> list[dict[str, Any]]:
+    """The EMF blobs printed for metric `name` since the last read."""
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    return [b for b in blobs if any(m["Name"] == name for m in b["_aws"]["CloudWatchMetrics"][0]["Metrics"])]
+
+
+MASS_PAYLOAD = {"touser": [OPENID, OPENID[:-1] + "P"], "msgtype": "text", "text": {"content": "hi"}}
+
+
+@pytest.mark.parametrize(
+    ("errcode", "family", "send", "path"),
+    [
+        (-1, RetryLater, lambda c: c.send_template(ACCESS_TOKEN, template_payload()), api.TEMPLATE_SEND_PATH),
+        (45009, AccountStopped, lambda c: c.bizsend(ACCESS_TOKEN, template_payload()), api.BIZSEND_PATH),
+        (42010, RetryLater, lambda c: c.mass_send(ACCESS_TOKEN, MASS_PAYLOAD), api.MASS_SEND_PATH),
+    ],
+)
+def test_each_busy_answer_is_counted_once_with_its_errcode_and_path(
+    capsys: pytest.CaptureFixture[str],
+    errcode: int,
+    family: type[WeChatApiError],
+    send: Callable[[WeChatClient], Any],
+    path: str,
+) -> None:
+    client = client_for(Recorder({"errcode": errcode, "errmsg": "busy rid: r-1"}))
+    with pytest.raises(family):
+        send(client)
+    [blob] = emitted(capsys, WECHAT_BUSY_METRIC)
+    assert blob[WECHAT_BUSY_METRIC] == [1.0]
+    assert (blob["errcode"], blob["path"]) == (errcode, path)
+    # One series for every function: the alarm's dimension, not the emitting function's.
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert blob["service"] == STACK_METRICS_SERVICE
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == os.environ["POWERTOOLS_METRICS_NAMESPACE"]
+    assert ACCESS_TOKEN not in json.dumps(blob)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        Recorder({"errcode": 0, "msgid": 1}),
+        Recorder({"errcode": 43004, "errmsg": "require subscribe"}),
+        Recorder({"errcode": 45011, "errmsg": "api minute-quota reach limit"}),
+        answering(503, b"busy"),
+        raising(httpx.ReadTimeout("slow")),
+    ],
+    ids=["ok", "recipient", "minute-quota", "http-503", "timeout"],
+)
+def test_other_answers_are_not_counted_as_busy(capsys: pytest.CaptureFixture[str], handler: Handler) -> None:
+    client = client_for(handler)
+    with contextlib.suppress(WeChatApiError):
+        client.send_template(ACCESS_TOKEN, template_payload())
+    assert emitted(capsys, WECHAT_BUSY_METRIC) == []
+
+
+def test_busy_answers_from_a_thread_pool_are_each_counted(capsys: pytest.CaptureFixture[str]) -> None:
+    client = client_for(Recorder({"errcode": -1, "errmsg": "system error"}))
+
+    def send(_: int) -> None:
+        with pytest.raises(RetryLater):
+            client.send_template(ACCESS_TOKEN, template_payload())
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(send, range(64)))
+    blobs = emitted(capsys, WECHAT_BUSY_METRIC)
+    assert len(blobs) == 64
+    assert {b["errcode"] for b in blobs} == {-1}

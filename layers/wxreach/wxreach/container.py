@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from wxreach.aws.send_queue import SendQueueConsumer
     from wxreach.reach.broadcast_service import BroadcastService
     from wxreach.reach.callbacks import CallbackService
+    from wxreach.reach.delivery import DeliveryService, Reconciler
     from wxreach.reach.mass_sending import MassSendService
+    from wxreach.reach.ports import JourneyPublisher
     from wxreach.reach.sending import SendService
     from wxreach.reach.template_service import TemplateService
     from wxreach.wechat.api import WeChatClient
@@ -265,7 +267,16 @@ def broadcast_service() -> BroadcastService:
             repeat_window_seconds=settings.repeat_guard_window_seconds,
             cancel_settle_seconds=settings.cancel_settle_seconds,
         ),
+        journey=journey_publisher(),
     )
+
+
+@functools.cache
+def journey_publisher() -> JourneyPublisher | None:
+    from wxreach.aws.journey_bus import EventBridgeJourneyPublisher
+
+    bus = get_settings().journey_bus
+    return EventBridgeJourneyPublisher(bus) if bus else None
 
 
 # -- mass sender: imported lazily so other functions never load it --------------------------------
@@ -338,4 +349,53 @@ def follower_sync_service() -> FollowerSyncService:
         wechat=wechat(),
         tokens=tokens(),
         tag_sync_max_members=settings.tag_sync_max_members,
+    )
+
+
+# -- delivery outcomes: the status updater and the reconciler -------------------------------------
+def load_delivery_stack() -> None:
+    """Imports (creates nothing) what delivery_service() needs, for the status updater's init."""
+    import wxreach.aws.delivery_store
+    import wxreach.aws.ledger_store
+    import wxreach.aws.mass_batch_store
+    import wxreach.aws.send_guards
+    import wxreach.reach.delivery  # noqa: F401
+
+
+@functools.cache
+def delivery_service() -> DeliveryService:
+    from wxreach.aws.delivery_store import DynamoCallbackParking
+    from wxreach.aws.ledger_store import DynamoMessageLedger
+    from wxreach.aws.send_guards import DynamoSendGuards
+    from wxreach.reach.delivery import DeliveryService
+
+    settings = get_settings()
+    return DeliveryService(
+        ledger=DynamoMessageLedger(settings.ledger_table),
+        mass_jobs=mass_batch_store(),
+        parking=DynamoCallbackParking(settings.ledger_table),
+        credits=DynamoSendGuards(settings.quota_table),
+        journey=journey_publisher(),
+    )
+
+
+@functools.cache
+def reconciler() -> Reconciler:
+    from wxreach.aws.delivery_store import DynamoCallbackParking
+    from wxreach.aws.ledger_store import DynamoMessageLedger
+    from wxreach.reach.delivery import ReconcilePolicy, Reconciler
+
+    settings = get_settings()
+    return Reconciler(
+        delivery=delivery_service(),
+        ledger=DynamoMessageLedger(settings.ledger_table),
+        mass_jobs=mass_batch_store(),
+        parking=DynamoCallbackParking(settings.ledger_table),
+        mass_status=mass_send_service(),
+        broadcasts=broadcast_service(),
+        policy=ReconcilePolicy(
+            unknown_after_seconds=settings.unknown_after_seconds,
+            mass_poll_after_seconds=settings.mass_poll_after_seconds,
+            orphan_after_seconds=settings.orphan_after_seconds,
+        ),
     )

@@ -12,9 +12,10 @@ import re
 import threading
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.logging.types import PowertoolsLogRecord
+from aws_lambda_powertools.metrics import MetricUnit
 
 # WeChat openids: 28 characters of [A-Za-z0-9_-], starting with "o" for official accounts.
 _OPENID = re.compile(r"(?<![A-Za-z0-9_-])o[A-Za-z0-9_-]{27}(?![A-Za-z0-9_-])")
@@ -70,3 +71,27 @@ TRACED_MODULES = tuple(
 )
 tracer = Tracer(patch_modules=TRACED_MODULES)
 metrics = Metrics()
+
+# Signals about WeChat itself, alarmed across every function (template.yaml, docs/operations.md).
+WECHAT_BUSY_METRIC = "WeChatBusy"
+TOKEN_REFRESH_FAILED_METRIC = "TokenRefreshFailed"  # noqa: S105 (a metric name)
+# Their fixed `service` dimension: with each function's own, one alarm could not cover them all.
+STACK_METRICS_SERVICE = "wxreach"
+
+
+def count_stack_event(name: str, **metadata: str | int | bool) -> None:
+    """Counts one `name` event now, as its own EMF line in the functions' namespace: thread-safe
+    (senders call WeChat from a pool), exact metadata per event, and counted even if the
+    invocation later times out. Outside a function (no namespace configured) nothing is emitted."""
+    namespace = metrics.provider.namespace
+    if not namespace:
+        return
+    with single_metric(
+        name=name,
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=namespace,
+        default_dimensions={"service": STACK_METRICS_SERVICE},
+    ) as metric:
+        for key, value in metadata.items():
+            metric.add_metadata(key=key, value=value)

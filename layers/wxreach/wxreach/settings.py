@@ -45,6 +45,10 @@ class Settings(BaseModel):
     mass_daily_cap: int = Field(default=1_000_000, ge=1)
     # How long a cancel waits for the sends already on the wire before it reports.
     cancel_settle_seconds: float = Field(default=8.0, ge=0)
+    # -- delivery outcomes: the reconciler's patience ------------------------------------------
+    unknown_after_seconds: int = Field(default=6 * 3600, ge=1)
+    mass_poll_after_seconds: int = Field(default=40 * 60, ge=1)
+    orphan_after_seconds: int = Field(default=3600, ge=1)
     # WeChat API calls (httpx): per-call budgets and the connection pool.
     wechat_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     wechat_read_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -6,7 +6,7 @@ import json
 
 from wxreach.aws.clients import client
 from wxreach.errors import WxReachError
-from wxreach.reach.journey import SOURCE, JourneyEvent
+from wxreach.reach.journey import JourneyEvent
 
 # PutEvents takes at most 10 entries per call.
 _PUT_EVENTS_MAX = 10
@@ -23,7 +23,7 @@ class EventBridgeJourneyPublisher:
                 Entries=[
                     {
                         "EventBusName": self._bus,
-                        "Source": SOURCE,
+                        "Source": event.source,
                         "DetailType": str(event.detail_type),
                         "Time": event.occurred_at,
                         "Detail": json.dumps(event.detail(), ensure_ascii=False),

@@ -95,6 +95,37 @@ def wechat_msgid_index_pk(appid: str, msgid: str) -> str:
     return f"WXMSG#{appid}#{msgid}"
 
 
+def awaiting_pk(appid: str, shard: int) -> str:
+    """Sent messages still waiting for their delivery callback (gsi2; the reconciler's list)."""
+    return f"AWAIT#{appid}#{shard}"
+
+
+def awaiting_sk(sent_epoch: int, item_id: str) -> str:
+    return f"{sent_epoch:011d}#{item_id}"
+
+
+def mass_awaiting_pk(appid: str) -> str:
+    """Sent mass batches without MASSSENDJOBFINISH yet (gsi2; polled with /mass/get)."""
+    return f"AWAITMASS#{appid}"
+
+
+def parked_pk(appid: str, shard: int) -> str:
+    """Delivery callbacks that matched no record yet: the reconciler retries them."""
+    return f"PARKED#{appid}#{shard}"
+
+
+def kept_pk(appid: str, shard: int) -> str:
+    """Callbacks kept for people, not retried: unparsed, unknown kinds, orphans."""
+    return f"KEPTCB#{appid}#{shard}"
+
+
+def publish_pk(appid: str, publish_id: str) -> str:
+    return f"PUBLISH#{appid}#{publish_id}"
+
+
+PUBLISH_SK = "PUBLISH"
+
+
 # -- broadcasts (ledger table) -----------------------------------------------------------------
 BROADCAST_META_SK = "META"
 BROADCAST_SPLIT_SK = "SPLIT"

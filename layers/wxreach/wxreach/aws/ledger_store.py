@@ -17,9 +17,10 @@ from botocore.exceptions import ClientError
 from wxreach.aws import keys
 from wxreach.aws.attributes import error_is, from_unix_seconds, unix_seconds
 from wxreach.aws.clients import client
-from wxreach.reach.messages import TERMINAL_STATES, BroadcastClosed, Message, MessageState, Origin
+from wxreach.reach.messages import TERMINAL_STATES, BroadcastClosed, Message, MessageState, Origin, OriginKind
 from wxreach.wechat.keywords import Channel
 
+NO_CALLBACK = "no_callback"  # the reconciler's reason for `unknown` (a late callback may still come)
 # Records of single sends and journey actions outlive the status updater's reconciliation.
 MESSAGE_RETENTION_SECONDS = 400 * 24 * 3600
 MAX_STORED_VALUE_CHARS = 256
@@ -96,6 +97,8 @@ def _from_item(item: dict[str, Any]) -> Message:
         created_at=from_unix_seconds(item.get("created_at")),
         updated_at=from_unix_seconds(item.get("updated_at")),
         sent_at=from_unix_seconds(item.get("sent_at")),
+        delivery_status=s("delivery_status"),
+        delivered_at=from_unix_seconds(item.get("delivered_at")),
     )
 
 
@@ -279,6 +282,12 @@ class DynamoMessageLedger:
                 sets += ["gsi1pk = :gpk", "gsi1sk = :gsk"]
                 attr_values[":gpk"] = {"S": keys.wechat_msgid_index_pk(appid, wechat_msgid)}
                 attr_values[":gsk"] = {"S": message_id}
+            if appid is not None:
+                # Listed until its delivery outcome (the reconciler's "no callback"), also when
+                # WeChat gave no msgid to match a callback with.
+                sets += ["gsi2pk = :apk", "gsi2sk = :ask"]
+                attr_values[":apk"] = {"S": keys.awaiting_pk(appid, counter_shard(message_id))}
+                attr_values[":ask"] = {"S": keys.awaiting_sk(int(now.timestamp()), message_id)}
         if maybe_sent:
             # Never cleared: once an attempt may have been delivered, every later one knows.
             sets.append("maybe_sent = :true")
@@ -348,6 +357,19 @@ class DynamoMessageLedger:
             names["#mb"] = "n:maybe"
             expression += ", #mb :maybe"
             values[":maybe"] = {"N": str(maybe_delta)}
+        return self._update_counted(update, broadcast_id, message_id, expression, names, values)
+
+    def _update_counted(
+        self,
+        update: dict[str, Any],
+        broadcast_id: str,
+        message_id: str,
+        expression: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> bool:
+        """The message's update and its counter shard's ADDs in one transaction; False when the
+        message's condition failed (someone moved it first)."""
         counter = {
             "TableName": self._table,
             "Key": {
@@ -367,3 +389,108 @@ class DynamoMessageLedger:
                 return False
             raise
         return True
+
+    # -- delivery outcomes (the status updater and the reconciler) -------------------------------
+    def find_by_wechat_msgid(self, appid: str, msgid: str) -> Message | None:
+        resp = client("dynamodb").query(
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.wechat_msgid_index_pk(appid, msgid)}},
+            Limit=1,
+        )
+        items = resp.get("Items", [])
+        if not items:
+            return None
+        # The index is eventually consistent: read the record itself.
+        return self.get(items[0]["message_id"]["S"])
+
+    def record_delivery(
+        self,
+        message: Message,
+        *,
+        state: MessageState,
+        now: datetime,
+        reason: str | None = None,
+        status: str | None = None,
+    ) -> bool:
+        """sent → delivered | failed | unknown, once (False when it has moved on already); or a
+        late callback's truth over the reconciler's `unknown` (no_callback). A broadcast's message
+        moves its count from the old state to the new one in the same transaction;
+        `n:delivery:<state>` counts what moved after being sent (the cancel report needs it)."""
+        late = message.state is MessageState.UNKNOWN and message.reason == NO_CALLBACK
+        if late and state is MessageState.UNKNOWN:
+            return False
+        sets = ["#state = :to", "updated_at = :now", "delivered_at = :now"]
+        values: dict[str, Any] = {":to": {"S": state}, ":now": unix_seconds(now)}
+        if late:
+            condition = "#state = :from AND reason = :no_callback"
+            values[":from"] = {"S": MessageState.UNKNOWN}
+            values[":no_callback"] = {"S": NO_CALLBACK}
+        else:
+            condition = "#state = :from"
+            values[":from"] = {"S": MessageState.SENT}
+        removes = ["gsi2pk", "gsi2sk"]
+        if reason is not None:
+            sets.append("reason = :reason")
+            values[":reason"] = {"S": reason}
+        else:
+            removes.append("reason")
+        if status is not None:
+            sets.append("delivery_status = :status")
+            values[":status"] = {"S": status[:MAX_STORED_VALUE_CHARS]}
+        update = {
+            "TableName": self._table,
+            "Key": self._key(message.message_id),
+            "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": values,
+        }
+        if message.origin.kind is not OriginKind.BROADCAST:
+            try:
+                client("dynamodb").update_item(**update)
+            except ClientError as exc:
+                if error_is(exc):
+                    return False
+                raise
+            return True
+        names = {"#st": f"n:{state}", "#dl": f"n:delivery:{state}"}
+        expression = "ADD #st :one, #dl :one"
+        if late:
+            names |= {"#old": "n:unknown", "#oldre": "n:unknown:no_callback", "#olddl": "n:delivery:unknown"}
+            expression += ", #old :minus, #oldre :minus, #olddl :minus"
+        else:
+            names["#sent"] = "n:sent"
+            expression += ", #sent :minus"
+        if reason:
+            names["#re"] = f"n:{state}:{reason}"
+            expression += ", #re :one"
+        return self._update_counted(
+            update,
+            message.origin.id,
+            message.message_id,
+            expression,
+            names,
+            {":one": {"N": "1"}, ":minus": {"N": "-1"}},
+        )
+
+    def awaiting(self, appid: str, *, sent_before: datetime, limit: int = 500) -> list[Message]:
+        """Sent messages of the account whose callback has not come, sent before the time."""
+        found: list[Message] = []
+        bound = keys.awaiting_sk(int(sent_before.timestamp()), "")
+        for shard in range(keys.BROADCAST_COUNTER_SHARDS):  # counter_shard() picks the shard
+            resp = client("dynamodb").query(
+                TableName=self._table,
+                IndexName="gsi2",
+                KeyConditionExpression="gsi2pk = :pk AND gsi2sk < :bound",
+                ExpressionAttributeValues={
+                    ":pk": {"S": keys.awaiting_pk(appid, shard)},
+                    ":bound": {"S": bound},
+                },
+                Limit=max(1, limit - len(found)),
+            )
+            found += [_from_item(item) for item in resp.get("Items", [])]
+            if len(found) >= limit:
+                break
+        return found

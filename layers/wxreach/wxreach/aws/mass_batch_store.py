@@ -31,6 +31,7 @@ from wxreach.reach.mass_sending import (
     MassBatch,
     MassBatchState,
     MassBroadcast,
+    MassJobResult,
     SendAllTarget,
 )
 
@@ -177,14 +178,28 @@ class DynamoMassBatchStore:
         recipients: Counter[str] = Counter()
         reasons: dict[str, Counter[str]] = {}
         batch_reasons: dict[str, Counter[str]] = {}
+        wechat: Counter[str] = Counter()  # MASSSENDJOBFINISH totals of the finished jobs
+        jobs: Counter[str] = Counter()  # sent batches by job outcome (`pending`: not reported yet)
         for batch in self.iter_batches(broadcast_id):
             state = str(batch.state)
             batches[state] += 1
+            if batch.state is MassBatchState.SENT:
+                jobs[batch.job.outcome if batch.job else "pending"] += 1
+                if batch.job is not None:
+                    for name, value in (
+                        ("total", batch.job.total_count),
+                        ("filtered", batch.job.filter_count),
+                        ("sent", batch.job.sent_count),
+                        ("errors", batch.job.error_count),
+                    ):
+                        wechat[name] += value or 0
             recipients[state] += batch.recipients
             if batch.reason:
                 reasons.setdefault(state, Counter())[batch.reason] += batch.recipients
                 batch_reasons.setdefault(state, Counter())[batch.reason] += 1
         return {
+            "wechat": dict(wechat),
+            "jobs": dict(jobs),
             "batches": dict(batches),
             "recipients": dict(recipients),
             "reasons": {state: dict(c) for state, c in reasons.items()},
@@ -297,6 +312,10 @@ class DynamoMassBatchStore:
                 sets += ["gsi1pk = :gpk", "gsi1sk = :gsk"]
                 values[":gpk"] = {"S": keys.mass_msgid_index_pk(appid, msg_id)}
                 values[":gsk"] = {"S": f"{keys.broadcast_pk(broadcast_id)}#{keys.batch_sk(number)}"}
+                # Listed until its job outcome is known (the reconciler polls /mass/get).
+                sets += ["gsi2pk = :apk", "gsi2sk = :ask"]
+                values[":apk"] = {"S": keys.mass_awaiting_pk(appid)}
+                values[":ask"] = {"S": keys.awaiting_sk(int(now.timestamp()), f"{broadcast_id}/{number}")}
         if maybe_sent:
             # Never cleared: once an attempt may have been accepted, every later one knows.
             sets.append("maybe_sent = :true")
@@ -316,6 +335,55 @@ class DynamoMassBatchStore:
             ExpressionAttributeNames={"#state": "state"},
             ExpressionAttributeValues=values,
         )
+
+    # -- job outcomes (the status updater and the reconciler) ----------------------------------
+    def find_by_msg_id(self, appid: str, msg_id: str) -> MassBatch | None:
+        resp = client("dynamodb").query(
+            TableName=self._table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.mass_msgid_index_pk(appid, msg_id)}},
+            Limit=1,
+        )
+        items = resp.get("Items", [])
+        if not items:
+            return None
+        return self.get(items[0]["broadcast_id"]["S"], int(items[0]["number"]["N"]), with_openids=False)
+
+    def record_job(self, broadcast_id: str, number: int, job: MassJobResult) -> bool:
+        """The job's outcome on a sent batch, once: a redelivered callback finds it recorded. A
+        poll's answer (status only) gives way to the callback's fuller one, never the reverse."""
+        condition = "#state = :sent AND attribute_not_exists(job)"
+        values: dict[str, Any] = {
+            ":job": {"S": job.model_dump_json()},
+            ":source": {"S": job.source},
+            ":sent": {"S": MassBatchState.SENT},
+        }
+        if job.source == "callback":
+            condition = "#state = :sent AND (attribute_not_exists(job) OR job_source = :poll)"
+            values[":poll"] = {"S": "poll"}
+        return self._update(
+            broadcast_id,
+            number,
+            UpdateExpression="SET job = :job, job_source = :source REMOVE gsi2pk, gsi2sk",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=values,
+        )
+
+    def awaiting_jobs(self, appid: str, *, sent_before: datetime, limit: int = 100) -> list[MassBatch]:
+        """Sent batches of the account whose job outcome is not known, sent before the time."""
+        resp = client("dynamodb").query(
+            TableName=self._table,
+            IndexName="gsi2",
+            KeyConditionExpression="gsi2pk = :pk AND gsi2sk < :bound",
+            ExpressionAttributeValues={
+                ":pk": {"S": keys.mass_awaiting_pk(appid)},
+                ":bound": {"S": keys.awaiting_sk(int(sent_before.timestamp()), "")},
+            },
+            Limit=limit,
+        )
+        return [_from_item(item, None) for item in resp.get("Items", [])]
 
     def cancel_batch(
         self, broadcast_id: str, number: int, *, now: datetime, stale_before: datetime, reason: str
@@ -466,6 +534,7 @@ def _from_item(item: dict[str, Any], openids: list[str] | None) -> MassBatch:
         last_error=s("last_error"),
         attempts=n("attempts") or 0,
         maybe_sent=item.get("maybe_sent", {}).get("BOOL", False),
+        job=MassJobResult.model_validate_json(item["job"]["S"]) if "job" in item else None,
         claimed_at=from_unix_seconds(item.get("claimed_at")),
         first_claimed_at=from_unix_seconds(item.get("first_claimed_at")),
         sent_at=from_unix_seconds(item.get("sent_at")),

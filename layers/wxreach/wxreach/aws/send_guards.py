@@ -283,9 +283,10 @@ class DynamoSendGuards:
                 ]
             )
         except ClientError as exc:
-            if error_is(exc, "TransactionCanceledException"):
-                return False
-            raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if error_is(exc, "TransactionCanceledException") and "ConditionalCheckFailed" in reasons:
+                return False  # refunded before (no marker), or revoked since
+            raise  # a conflict with a concurrent write: the caller retries
         return True
 
     def clear_credits(self, appid: str, openid: str, template_id: str) -> None:

@@ -33,8 +33,9 @@ from wxreach.reach.broadcasts import (
     check_shape,
     new_broadcast_id,
 )
+from wxreach.reach.journey import DELIVERY_SOURCE, JourneyDetailType, JourneyEvent
 from wxreach.reach.messages import Message, MessageBatch, Origin, OriginKind, Recipient
-from wxreach.reach.ports import AccountDirectory
+from wxreach.reach.ports import AccountDirectory, JourneyPublisher
 from wxreach.reach.splitting import MASS_DAILY_COUNTER, Checkpoint, SplitResult, Splitter
 from wxreach.reach.template_service import TemplateService
 from wxreach.reach.templates import Template
@@ -150,6 +151,13 @@ class BroadcastCounts(BaseModel):
     by_reason: dict[str, dict[str, int]] = Field(default_factory=dict, description="state → reason → count")
     in_flight: int = 0
     batches: dict[str, Any] = Field(default_factory=dict, description="Mass batches by state")
+    delivery: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Template/subscribe: outcomes after WeChat accepted the message (awaiting_callback,"
+            " delivered, failed, unknown); mass: the job-finish totals (total, filtered, sent, errors)"
+        ),
+    )
 
 
 class BroadcastView(BaseModel):
@@ -181,9 +189,11 @@ class BroadcastService:
         mass: MassOperations,
         sender: SingleSender,
         policy: BroadcastPolicy,
+        journey: JourneyPublisher | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._journey = journey
         self._store = store
         self._accounts = accounts
         self._templates = templates
@@ -247,8 +257,50 @@ class BroadcastService:
                 to=settled.state,
                 update={"finished_at": self._now(), "updated_at": self._now()},
             )
+            if moved is not None:
+                self._announce_finished(moved, settled.counts)
             broadcast = moved or self.get(appid, broadcast_id)
         return BroadcastView(broadcast=broadcast, counts=settled.counts)
+
+    def settle_sending(self, appid: str) -> int:
+        """Reads every sending broadcast of the account, which settles those whose messages are
+        all final (the reconciler; reading one through the API does the same). Returns how many
+        reached their final state."""
+        settled, after = 0, None
+        while True:
+            page, after = self._store.list_broadcasts(
+                appid, state=BroadcastState.SENDING, limit=100, after=after
+            )
+            for broadcast in page:
+                if self.view(appid, broadcast.id).broadcast.state is not BroadcastState.SENDING:
+                    settled += 1
+            if after is None:
+                return settled
+
+    def _announce_finished(self, broadcast: Broadcast, counts: BroadcastCounts) -> None:
+        """BroadcastFinished, by whoever moved the broadcast to its final state (once)."""
+        if self._journey is None:
+            return
+        event = JourneyEvent(
+            detail_type=JourneyDetailType.BROADCAST_FINISHED,
+            appid=broadcast.appid,
+            occurred_at=self._now(),
+            source=DELIVERY_SOURCE,
+            attributes={
+                "event_id": f"{broadcast.appid}:broadcast:{broadcast.id}:finished",
+                "broadcast_id": broadcast.id,
+                "channel": str(broadcast.channel),
+                "state": str(broadcast.state),
+                "recipients": counts.recipients,
+                "by_state": counts.by_state,
+                "excluded": counts.excluded,
+            },
+        )
+        try:
+            self._journey.publish([event])
+        except Exception as exc:  # the state is recorded; a read must not fail on the event
+            reason = exc.reason if isinstance(exc, WxReachError) else type(exc).__name__
+            logger.warning("BroadcastFinished not published", broadcast_id=broadcast.id, reason=reason)
 
     def list_broadcasts(
         self, appid: str, *, state: BroadcastState | None, limit: int, after: str | None
@@ -581,9 +633,17 @@ class BroadcastService:
                 self._sleep(0.25)
                 counts = self._store.message_counts(broadcast.id)
             in_flight = max(0, counts["claims"] - counts["releases"])
-            # "unknown" may have been delivered: it counts as sent, never as not sent.
-            sent = counts["sent"] + counts["unknown"] + in_flight + max(0, counts["maybe"])
-            failed = counts["failed"]
+            # "unknown" may have been delivered: it counts as sent, never as not sent; a delivery
+            # failure reported by WeChat (delivery:failed) was sent.
+            sent = (
+                counts["sent"]
+                + counts["delivered"]
+                + counts["delivery:failed"]
+                + counts["unknown"]
+                + in_flight
+                + max(0, counts["maybe"])
+            )
+            failed = counts["failed"] - counts["delivery:failed"]
             split = self._store.checkpoint(broadcast.id).recipients
         cp = self._store.checkpoint(broadcast.id)
         unsplit = 0 if cp.done else self._remaining(broadcast, cp)
@@ -674,6 +734,10 @@ class BroadcastService:
             counts.batches = summary
             counts.by_state = {k: int(v) for k, v in summary.get("recipients", {}).items()}
             counts.by_reason = summary.get("reasons", {})
+            counts.delivery = {
+                **summary.get("wechat", {}),
+                "jobs_pending": int(summary.get("jobs", {}).get("pending", 0)),
+            }
             open_batches = sum(int(summary.get("batches", {}).get(s, 0)) for s in ("queued", "sending"))
             done = cp.done and open_batches == 0
             sent = counts.by_state.get("sent", 0)
@@ -683,7 +747,7 @@ class BroadcastService:
             by_state: dict[str, int] = {}
             by_reason: dict[str, dict[str, int]] = {}
             for name, value in raw.items():
-                if name in ("claims", "releases", "maybe"):
+                if name in ("claims", "releases", "maybe") or name.startswith("delivery:"):
                     continue
                 if ":" in name:
                     state, reason = name.split(":", 1)
@@ -695,8 +759,16 @@ class BroadcastService:
             counts.by_state, counts.by_reason = by_state, by_reason
             counts.in_flight = max(0, raw["claims"] - raw["releases"])
             done = cp.done and finished >= cp.recipients
-            sent = by_state.get("sent", 0)
-            failed = by_state.get("failed", 0) + by_state.get("unknown", 0)
+            # Outcomes after the send (delivery callbacks, reconciliation) do not undo the send.
+            after_failed, after_unknown = raw["delivery:failed"], raw["delivery:unknown"]
+            counts.delivery = {
+                "awaiting_callback": by_state.get("sent", 0),
+                "delivered": by_state.get("delivered", 0),
+                "failed": after_failed,
+                "unknown": after_unknown,
+            }
+            sent = by_state.get("sent", 0) + by_state.get("delivered", 0) + after_failed + after_unknown
+            failed = by_state.get("failed", 0) - after_failed + by_state.get("unknown", 0) - after_unknown
         state = broadcast.state
         if broadcast.state is BroadcastState.SENDING and done:
             if sent == 0:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 SOURCE = "wxreach.webhook"
+DELIVERY_SOURCE = "wxreach.status"  # outcomes of sends, from the status updater and reconciler
 
 
 class JourneyDetailType(StrEnum):
@@ -17,13 +18,17 @@ class JourneyDetailType(StrEnum):
     SUBSCRIPTION_ACCEPTED = "Subscription Accepted"
     SUBSCRIPTION_REJECTED = "Subscription Rejected"
     SUBSCRIPTION_REVOKED = "Subscription Revoked"
+    MESSAGE_DELIVERED = "MessageDelivered"
+    MESSAGE_FAILED = "MessageFailed"
+    BROADCAST_FINISHED = "BroadcastFinished"
 
 
 class JourneyEvent(BaseModel):
     detail_type: JourneyDetailType
     appid: str
-    openid: str
+    openid: str | None = None  # None for account-level events (BroadcastFinished)
     occurred_at: datetime
+    source: str = SOURCE
     # Follow scene (qrscene), template id, popup scene...: documented per detail type.
     attributes: dict[str, Any] = {}
 
@@ -31,7 +36,7 @@ class JourneyEvent(BaseModel):
         return {
             "schema_version": "1",
             "appid": self.appid,
-            "openid": self.openid,
+            **({"openid": self.openid} if self.openid is not None else {}),
             "occurred_at": self.occurred_at.isoformat(),
             **self.attributes,
         }

@@ -111,6 +111,24 @@ class MassBatchRef(BaseModel):
     batch: int = Field(ge=0)
 
 
+class MassJobResult(BaseModel):
+    """What WeChat reported about a sent batch's job: MASSSENDJOBFINISH, or `/mass/get` when no
+    callback came (then only the status is known)."""
+
+    source: str = Field(description="`callback` or `poll`")
+    status: str = Field(description="WeChat's raw Status (callback) or msg_status (poll)")
+    outcome: str = Field(description="sent | send_failed | review_failed | deleted | unknown")
+    review_error: int | None = Field(default=None, description="N of err(N)")
+    review_meaning: str | None = None
+    total_count: int | None = None
+    filter_count: int | None = None
+    sent_count: int | None = None
+    error_count: int | None = None
+    article_urls: list[dict[str, Any]] = Field(default_factory=list)
+    copyright_check: dict[str, Any] | None = None
+    finished_at: datetime | None = None
+
+
 class MassBatch(BaseModel):
     """One WeChat mass call of a broadcast: up to 10 000 openids, or a sendall filter.
 
@@ -133,6 +151,7 @@ class MassBatch(BaseModel):
     last_error: str | None = Field(default=None, description="Why the last attempt was retried later")
     attempts: int = 0
     maybe_sent: bool = False
+    job: MassJobResult | None = Field(default=None, description="The job's outcome, once WeChat reported it")
     claimed_at: datetime | None = None
     first_claimed_at: datetime | None = None
     sent_at: datetime | None = None

@@ -30,7 +30,8 @@ MAX_PARAMS_BYTES = 8 * 1024
 class MessageState(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
-    SENT = "sent"  # WeChat accepted it (msgid); delivery is reported later by callbacks
+    SENT = "sent"  # WeChat accepted it (msgid); its delivery callback moves it on
+    DELIVERED = "delivered"  # the delivery callback said so (the status updater)
     FAILED = "failed"
     SKIPPED = "skipped"  # a rule of ours decided not to send (not following, no credit, repeat guard)
     # Claimed by an instance that died during the WeChat call of a channel without an
@@ -38,9 +39,18 @@ class MessageState(StrEnum):
     UNKNOWN = "unknown"
 
 
+# Final for the senders: nothing more to send. SENT still waits for its delivery callback.
 TERMINAL_STATES = frozenset(
-    {MessageState.SENT, MessageState.FAILED, MessageState.SKIPPED, MessageState.UNKNOWN}
+    {
+        MessageState.SENT,
+        MessageState.DELIVERED,
+        MessageState.FAILED,
+        MessageState.SKIPPED,
+        MessageState.UNKNOWN,
+    }
 )
+# States a delivery outcome moves a SENT message to (each at most once).
+DELIVERY_STATES = frozenset({MessageState.DELIVERED, MessageState.FAILED, MessageState.UNKNOWN})
 
 
 class BroadcastClosed(Exception):
@@ -112,6 +122,8 @@ class Message(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     sent_at: datetime | None = None
+    delivery_status: str | None = Field(default=None, description="WeChat's raw delivery status")
+    delivered_at: datetime | None = Field(default=None, description="When the delivery outcome was recorded")
 
 
 def message_id_for(appid: str, channel: Channel, origin: Origin, openid: str) -> str:

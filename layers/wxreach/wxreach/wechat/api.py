@@ -2,7 +2,8 @@
 
 Every answer is JSON with HTTP 200; a non-zero `errcode` raises the exception `error_for` picks
 (reference §0). The access_token travels in the query string, so URLs are never logged: httpx's
-and httpcore's own loggers are held at WARNING, and our lines carry the path only.
+and httpcore's own loggers are held at WARNING, and our lines carry the path only. Busy and
+throttling answers are counted as the `WeChatBusy` metric (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any, TypeGuard
 
 import httpx
 
-from wxreach.observability import logger, mask_openid, register_secret
+from wxreach.observability import (
+    WECHAT_BUSY_METRIC,
+    count_stack_event,
+    logger,
+    mask_openid,
+    register_secret,
+)
 from wxreach.wechat.errcodes import TransportError, error_for
 
 # httpx logs "HTTP Request: POST <url with access_token>" at INFO.
@@ -28,6 +35,8 @@ PRIVATE_TEMPLATES_PATH = "/cgi-bin/template/get_all_private_template"
 SUBSCRIPTION_TEMPLATES_PATH = "/wxaapi/newtmpl/gettemplate"
 
 _USER_AGENT = "wxreach/0.1"
+# WeChat pushing back (system busy, daily API quota, mass too fast): counted for the busy alarm.
+WECHAT_BUSY_ERRCODES = frozenset({-1, 45009, 42010})
 
 
 def encode_json(body: dict[str, Any]) -> bytes:
@@ -142,6 +151,10 @@ class WeChatClient:
                 elif not _is_int(body.get("errcode", 0)):
                     problem = "errcode is not an integer"
         if problem is None:
+            # Every answer passes here (call() and the mass calls), so each busy one counts once.
+            errcode = body.get("errcode", 0)
+            if errcode in WECHAT_BUSY_ERRCODES:
+                count_stack_event(WECHAT_BUSY_METRIC, errcode=errcode, path=path)
             return body  # type: ignore[no-any-return]
         error = TransportError(
             problem,

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from wxreach.observability import logger, register_secret
-from wxreach.wechat.errcodes import TokenUnavailable
+from wxreach.observability import TOKEN_REFRESH_FAILED_METRIC, count_stack_event, logger, register_secret
+from wxreach.wechat.errcodes import TokenUnavailable, WeChatApiError
 
 # §1.2: force_refresh is allowed 20 times per day, at least 30 s apart.
 FORCE_REFRESH_PER_DAY = 20
@@ -227,6 +227,15 @@ class TokenBroker:
                 stored=saved,
             )
             return self._keep(appid, StoredToken(token=token, expires_at=expires_at, refresh_at=refresh_at))
+        except Exception as exc:
+            # Secret, WeChat or force-refresh limits: this account cannot send until a fetch works.
+            count_stack_event(
+                TOKEN_REFRESH_FAILED_METRIC,
+                appid=appid,
+                reason=exc.reason if isinstance(exc, WeChatApiError) else type(exc).__name__,
+                after_invalid=failing is not None,
+            )
+            raise
         finally:
             if not saved:
                 self._store.release(appid, owner)
