@@ -345,42 +345,23 @@ def test_concurrent_callbacks_keep_the_counts_equal_to_the_messages(world: Broad
 
 
 def test_template_broadcast_counts_follow_the_callbacks_and_it_finishes_once(world: BroadcastWorld) -> None:
+    bid, messages = template_broadcast(world)
     service = container.broadcast_service()
-    from wxreach.reach.broadcasts import BroadcastInput
-
-    spec = BroadcastInput.model_validate(
-        {
-            "name": "Restock",
-            "channel": "template",
-            "audience": {"kind": "all"},
-            "content": {
-                "template_id": TEMPLATE_ID,
-                "data": {"thing1": "咖啡", "amount2": "¥1", "character_string3": "X"},
-            },
-        }
-    )
-    created = service.create(wechat.APPID, spec, actor="test")
-    service.publish(wechat.APPID, created.id, actor="test")
-    world.pump()
-    ledger = container.send_service()._ledger
-    view = service.view(wechat.APPID, created.id)
+    view = service.view(wechat.APPID, bid)
     assert view.counts.by_state.get("sent") == 6
-    messages = [
-        m for m in (ledger.find_by_wechat_msgid(wechat.APPID, i) for i in _sandbox_msgids(world)) if m
-    ]
     assert len(messages) == 6
     for i, message in enumerate(messages):
         push(template_finish(message, "success" if i % 3 else "failed:user block"))
     update(status_records(world))
-    view = service.view(wechat.APPID, created.id)
+    view = service.view(wechat.APPID, bid)
     assert view.counts.by_state == {"delivered": 4, "failed": 2, "queued": 0, "sent": 0}
     assert view.counts.by_reason["failed"] == {"user_block": 2}
     assert view.counts.delivery == {"awaiting_callback": 0, "delivered": 4, "failed": 2, "unknown": 0}
     assert sum(1 for m in messages if reload(m).state is MessageState.DELIVERED) == 4
     assert view.broadcast.state.value == "sent"  # sent to all six; two were refused by the users
     finished = of_type(world.sending.aws.journey_events(), "BroadcastFinished")
-    assert [e["detail"]["broadcast_id"] for e in finished] == [created.id]
-    service.view(wechat.APPID, created.id)
+    assert [e["detail"]["broadcast_id"] for e in finished] == [bid]
+    service.view(wechat.APPID, bid)
     assert of_type(world.sending.aws.journey_events(), "BroadcastFinished") == []  # once
 
 

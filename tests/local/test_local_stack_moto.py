@@ -6,6 +6,7 @@ import json
 import signal
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -151,6 +152,20 @@ def test_a_queue_hiding_messages_shorter_than_the_function_runs_is_warned_about(
         assert "Consumer's Timeout 30 s" in warning and "refuses" in warning
 
 
+SET_KEPT_TO_TWO = {
+    "Update": {
+        "TableName": "tiny-table",
+        "Key": {"pk": {"S": "kept"}},
+        "UpdateExpression": "SET n = :two",
+        "ExpressionAttributeValues": {":two": {"N": "2"}},
+    }
+}
+
+
+def numbers(dynamodb: Any) -> dict[str, str]:
+    return {item["pk"]["S"]: item["n"]["N"] for item in dynamodb.scan(TableName="tiny-table")["Items"]}
+
+
 def test_a_cancelled_transaction_leaves_every_named_item_as_it_was(tmp_path: Path) -> None:
     # The stack's moto snapshots only the items a transaction names (not whole tables): a
     # transaction whose last condition fails must still undo the writes made before it.
@@ -161,14 +176,7 @@ def test_a_cancelled_transaction_leaves_every_named_item_as_it_was(tmp_path: Pat
         with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
             dynamodb.transact_write_items(
                 TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": "tiny-table",
-                            "Key": {"pk": {"S": "kept"}},
-                            "UpdateExpression": "SET n = :two",
-                            "ExpressionAttributeValues": {":two": {"N": "2"}},
-                        }
-                    },
+                    SET_KEPT_TO_TWO,
                     {"Put": {"TableName": "tiny-table", "Item": {"pk": {"S": "new"}}}},
                     {"Delete": {"TableName": "tiny-table", "Key": {"pk": {"S": "other"}}}},
                     {
@@ -180,20 +188,13 @@ def test_a_cancelled_transaction_leaves_every_named_item_as_it_was(tmp_path: Pat
                     },
                 ]
             )
-        items = {item["pk"]["S"]: item["n"]["N"] for item in dynamodb.scan(TableName="tiny-table")["Items"]}
+        items = numbers(dynamodb)
         assert items == {"kept": "1", "other": "7"}
         dynamodb.transact_write_items(
             TransactItems=[
-                {
-                    "Update": {
-                        "TableName": "tiny-table",
-                        "Key": {"pk": {"S": "kept"}},
-                        "UpdateExpression": "SET n = :two",
-                        "ExpressionAttributeValues": {":two": {"N": "2"}},
-                    }
-                },
+                SET_KEPT_TO_TWO,
                 {"Delete": {"TableName": "tiny-table", "Key": {"pk": {"S": "other"}}}},
             ]
         )
-        items = {item["pk"]["S"]: item["n"]["N"] for item in dynamodb.scan(TableName="tiny-table")["Items"]}
+        items = numbers(dynamodb)
         assert items == {"kept": "2"}
