@@ -32,7 +32,7 @@ install: $(STAMP) ## Create/refresh the virtualenv with everything needed to dev
 lint: $(STAMP) ## ruff, layer requirements in sync, sam validate --lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy layers/wxreach/wxreach functions scripts local
+	$(VENV)/bin/mypy layers/wxreach/wxreach functions scripts local cli
 	$(PY) scripts/export_layer_requirements.py --check
 	$(PY) scripts/export_openapi.py --check
 	$(VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)

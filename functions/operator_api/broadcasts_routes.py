@@ -1,9 +1,10 @@
 """Operator routes for broadcasts: create, edit, list, get, estimate, dry run, publish, cancel,
-preview, delete an article, audit trail. Included by operator_api_handler (AWS_IAM)."""
+preview, delete an article, audit trail, delivery report. Included by operator_api_handler (AWS_IAM)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -24,6 +25,7 @@ from wxreach.reach.broadcasts import (
     BroadcastState,
 )
 from wxreach.reach.messages import Recipient
+from wxreach.reach.report_service import BroadcastReport
 from wxreach.wechat.identifiers import OPENID_PATTERN
 
 router = Router()
@@ -31,6 +33,10 @@ router = Router()
 AppId = Annotated[str, Path(pattern=APPID_PATTERN, description="The account's AppID")]
 BroadcastId = Annotated[str, Path(pattern=BROADCAST_ID_PATTERN, description="A broadcast id (b + 20 hex)")]
 WXNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{5,19}$"
+
+
+class ReportFormat(StrEnum):
+    CSV = "csv"
 
 
 class CreateBroadcast(BroadcastInput):
@@ -205,3 +211,22 @@ def delete_article(appid: AppId, broadcast_id: BroadcastId, request: DeleteArtic
 @router.get("/accounts/<appid>/broadcasts/<broadcast_id>/audit", summary="Who did what, when")
 def audit_trail(appid: AppId, broadcast_id: BroadcastId) -> AuditTrail:
     return AuditTrail(entries=container.broadcast_service().audit_trail(appid, broadcast_id))
+
+
+@router.get(
+    "/accounts/<appid>/broadcasts/<broadcast_id>/report",
+    summary="Delivery report: counts, failure reasons with examples, delivery over time, CSV export",
+)
+def broadcast_report(
+    appid: AppId,
+    broadcast_id: BroadcastId,
+    bucket_seconds: Annotated[
+        int | None, Query(ge=60, le=86400, description="Timeline bucket width (default: at most 48 buckets)")
+    ] = None,
+    export: Annotated[
+        ReportFormat | None, Query(description="`csv`: also write per-recipient outcomes to S3")
+    ] = None,
+) -> BroadcastReport:
+    return container.report_service().report(
+        appid, broadcast_id, bucket_seconds=bucket_seconds, export=export is ReportFormat.CSV
+    )

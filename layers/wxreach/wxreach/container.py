@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from wxreach.reach.delivery import DeliveryService, Reconciler
     from wxreach.reach.mass_sending import MassSendService
     from wxreach.reach.ports import JourneyPublisher
+    from wxreach.reach.report_service import ReportService
     from wxreach.reach.sending import SendService
     from wxreach.reach.template_service import TemplateService
     from wxreach.wechat.api import WeChatClient
@@ -268,6 +269,20 @@ def broadcast_service() -> BroadcastService:
             cancel_settle_seconds=settings.cancel_settle_seconds,
         ),
         journey=journey_publisher(),
+    )
+
+
+@functools.cache
+def report_service() -> ReportService:
+    from wxreach.aws.broadcast_io import S3Reports
+    from wxreach.aws.ledger_store import DynamoMessageLedger
+    from wxreach.reach.report_service import ReportService
+
+    return ReportService(
+        broadcasts=broadcast_service(),
+        outcomes=DynamoMessageLedger(get_settings().ledger_table),
+        mass_batches=mass_batch_store(),
+        sink=S3Reports(get_settings().broadcast_bucket),
     )
 
 

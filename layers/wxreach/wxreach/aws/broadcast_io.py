@@ -62,13 +62,13 @@ class S3Reports:
     def __init__(self, bucket: str | None) -> None:
         self._bucket = bucket
 
-    def write_lines(self, key: str, lines: Iterator[str]) -> None:
+    def write_lines(
+        self, key: str, lines: Iterator[str], *, content_type: str = "application/x-ndjson; charset=utf-8"
+    ) -> None:
         if not self._bucket:
             raise InvalidInput("no broadcast bucket is configured", reason="no_bucket", status=500)
         body = "".join(line + "\n" for line in lines).encode("utf-8")
-        client("s3").put_object(
-            Bucket=self._bucket, Key=key, Body=body, ContentType="application/x-ndjson; charset=utf-8"
-        )
+        client("s3").put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
 
     def url(self, key: str) -> str | None:
         if not self._bucket:

@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from wxreach.aws import keys
 from wxreach.aws.attributes import error_is, unix_seconds
 from wxreach.aws.clients import client
 from wxreach.errors import InvalidInput
-from wxreach.reach.broadcasts import AuditEntry, Broadcast, BroadcastState, SplitProgress
+from wxreach.reach.broadcasts import OUTCOME_STATES, AuditEntry, Broadcast, BroadcastState, SplitProgress
 from wxreach.reach.splitting import Checkpoint, MassBatchSpec
 
 RETENTION_SECONDS = 400 * 24 * 3600
@@ -48,6 +49,11 @@ def _meta_item(broadcast: Broadcast) -> dict[str, Any]:
         "updated_at": unix_seconds(broadcast.updated_at),
         "expires_at": {"N": str(int(broadcast.created_at.timestamp()) + RETENTION_SECONDS)},
     }
+    if broadcast.state is BroadcastState.SENDING or (
+        broadcast.state in OUTCOME_STATES and broadcast.outcomes_final_at is None
+    ):
+        item["gsi2pk"] = {"S": keys.open_broadcasts_pk(broadcast.appid)}
+        item["gsi2sk"] = {"S": broadcast.id}
     if broadcast.mass is not None:
         # Read by the mass sender as it is: the WeChat body without touser / filter / clientmsgid.
         item["mass_body"] = {"S": json.dumps(broadcast.mass.wechat_body(), ensure_ascii=False)}
@@ -241,6 +247,28 @@ class DynamoBroadcastStore:
                 break
         return found, _page_token(start) if start else None
 
+    def open_broadcasts(self, appid: str) -> Iterator[Broadcast]:
+        """Sending, or final with outcomes still to come (a sparse index: cheap however many
+        broadcasts the account has)."""
+        start: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": "gsi2",
+                "KeyConditionExpression": "gsi2pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": keys.open_broadcasts_pk(appid)}},
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = client("dynamodb").query(**kwargs)
+            for item in resp.get("Items", []):
+                broadcast = self.get(item["broadcast_id"]["S"])  # the index lags the record
+                if broadcast is not None:
+                    yield broadcast
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                return
+
     def month_mass(self, appid: str, since: datetime) -> list[Broadcast]:
         """The account's broadcasts created since `since` (mass history of the month)."""
         out: list[Broadcast] = []
@@ -398,11 +426,13 @@ class DynamoBroadcastStore:
         from_states: set[BroadcastState],
         to: BroadcastState,
         update: dict[str, Any] | None = None,
+        when: Callable[[Broadcast], bool] | None = None,
     ) -> Broadcast | None:
-        """One conditional transition; the document's fields in `update` change with it."""
+        """One conditional transition; the document's fields in `update` change with it. With
+        `when`, only while the current record satisfies it (checked again on every retry)."""
         for _ in range(5):
             current = self.get(broadcast_id)
-            if current is None or current.state not in from_states:
+            if current is None or current.state not in from_states or (when and not when(current)):
                 return None
             changed = current.model_copy(
                 update={**(update or {}), "state": to, "version": current.version + 1}

@@ -145,6 +145,17 @@ def broadcasts_index_pk(appid: str) -> str:
     return f"BCASTS#{appid}"
 
 
+def open_broadcasts_pk(appid: str) -> str:
+    """Broadcasts sending, or final with outcomes still to come (gsi2; the reconciler settles
+    them). Sparse: a broadcast leaves it once every outcome is known."""
+    return f"OPENBCAST#{appid}"
+
+
+def broadcast_messages_pk(broadcast_id: str, shard: int) -> str:
+    """A broadcast's messages (gsi3, sharded like its counters; the report reads them)."""
+    return f"BMSG#{broadcast_id}#{shard}"
+
+
 def broadcast_counter_sk(shard: int) -> str:
     """One of BROADCAST_COUNTER_SHARDS counter items: message outcomes by state and reason."""
     return f"COUNT#{shard}"

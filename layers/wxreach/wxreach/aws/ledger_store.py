@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from wxreach.aws import keys
 from wxreach.aws.attributes import error_is, from_unix_seconds, unix_seconds
 from wxreach.aws.clients import client
 from wxreach.reach.messages import TERMINAL_STATES, BroadcastClosed, Message, MessageState, Origin, OriginKind
+from wxreach.reach.reports import RecipientOutcome
 from wxreach.wechat.keywords import Channel
 
 NO_CALLBACK = "no_callback"  # the reconciler's reason for `unknown` (a late callback may still come)
@@ -70,6 +72,11 @@ def _to_item(message: Message) -> dict[str, Any]:
         "updated_at": unix_seconds(now),
         "expires_at": {"N": str(int(now.timestamp()) + MESSAGE_RETENTION_SECONDS)},
     }
+    if message.origin.kind is OriginKind.BROADCAST:
+        item["gsi3pk"] = {
+            "S": keys.broadcast_messages_pk(message.origin.id, counter_shard(message.message_id))
+        }
+        item["gsi3sk"] = {"S": message.message_id}
     return item
 
 
@@ -494,3 +501,35 @@ class DynamoMessageLedger:
             if len(found) >= limit:
                 break
         return found
+
+    def broadcast_outcomes(self, broadcast_id: str) -> Iterator[RecipientOutcome]:
+        """Every message of a broadcast, shard by shard (gsi3: only what a report reads)."""
+        for shard in range(keys.BROADCAST_COUNTER_SHARDS):
+            start: dict[str, Any] | None = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "TableName": self._table,
+                    "IndexName": "gsi3",
+                    "KeyConditionExpression": "gsi3pk = :pk",
+                    "ExpressionAttributeValues": {
+                        ":pk": {"S": keys.broadcast_messages_pk(broadcast_id, shard)}
+                    },
+                }
+                if start:
+                    kwargs["ExclusiveStartKey"] = start
+                resp = client("dynamodb").query(**kwargs)
+                for item in resp.get("Items", []):
+                    errcode = item.get("errcode", {}).get("N")
+                    yield RecipientOutcome(
+                        openid=item["openid"]["S"],
+                        state=item["state"]["S"],
+                        reason=item.get("reason", {}).get("S"),
+                        delivery_status=item.get("delivery_status", {}).get("S"),
+                        errcode=int(errcode) if errcode is not None else None,
+                        sent_at=from_unix_seconds(item.get("sent_at")),
+                        delivered_at=from_unix_seconds(item.get("delivered_at")),
+                        updated_at=from_unix_seconds(item.get("updated_at")),
+                    )
+                start = resp.get("LastEvaluatedKey")
+                if not start:
+                    break

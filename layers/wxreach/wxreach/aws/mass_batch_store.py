@@ -180,11 +180,13 @@ class DynamoMassBatchStore:
         batch_reasons: dict[str, Counter[str]] = {}
         wechat: Counter[str] = Counter()  # MASSSENDJOBFINISH totals of the finished jobs
         jobs: Counter[str] = Counter()  # sent batches by job outcome (`pending`: not reported yet)
+        job_recipients: Counter[str] = Counter()  # their recipients, by the same outcome
         for batch in self.iter_batches(broadcast_id):
             state = str(batch.state)
             batches[state] += 1
             if batch.state is MassBatchState.SENT:
                 jobs[batch.job.outcome if batch.job else "pending"] += 1
+                job_recipients[batch.job.outcome if batch.job else "pending"] += batch.recipients
                 if batch.job is not None:
                     for name, value in (
                         ("total", batch.job.total_count),
@@ -200,6 +202,7 @@ class DynamoMassBatchStore:
         return {
             "wechat": dict(wechat),
             "jobs": dict(jobs),
+            "job_recipients": dict(job_recipients),
             "batches": dict(batches),
             "recipients": dict(recipients),
             "reasons": {state: dict(c) for state, c in reasons.items()},

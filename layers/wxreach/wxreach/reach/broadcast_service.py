@@ -21,6 +21,7 @@ from wxreach.reach.audiences import AudienceReader, Candidate, MassHistory, Rule
 from wxreach.reach.broadcasts import (
     EDITABLE_STATES,
     FINAL_STATES,
+    OUTCOME_STATES,
     AudienceKind,
     AuditEntry,
     Broadcast,
@@ -45,6 +46,7 @@ from wxreach.wechat.tokens import china_day
 CHINA = timedelta(hours=8)
 TEMPLATE_DAILY_COUNTER = "template-sends"
 DRY_RUN_SAMPLE = 20
+FAILED_JOB_OUTCOMES = ("send_failed", "review_failed")  # MassJobResult.outcome
 
 
 class BroadcastPolicy(BaseModel):
@@ -68,6 +70,7 @@ class BroadcastRepository(Protocol):
     def list_broadcasts(
         self, appid: str, *, state: BroadcastState | None, limit: int, after: str | None
     ) -> tuple[list[Broadcast], str | None]: ...
+    def open_broadcasts(self, appid: str) -> Iterator[Broadcast]: ...
     def month_mass(self, appid: str, since: datetime) -> list[Broadcast]: ...
     def audit(self, broadcast_id: str, entry: AuditEntry) -> None: ...
     def audit_trail(self, broadcast_id: str) -> list[AuditEntry]: ...
@@ -81,6 +84,7 @@ class BroadcastRepository(Protocol):
         from_states: set[BroadcastState],
         to: BroadcastState,
         update: dict[str, Any] | None = None,
+        when: Callable[[Broadcast], bool] | None = None,
     ) -> Broadcast | None: ...
 
 
@@ -111,7 +115,7 @@ class SplitTrigger(Protocol):
 
 
 class ReportSink(Protocol):
-    def write_lines(self, key: str, lines: Iterator[str]) -> None: ...
+    def write_lines(self, key: str, lines: Iterator[str], *, content_type: str = ...) -> None: ...
     def url(self, key: str) -> str | None: ...
 
 
@@ -163,12 +167,17 @@ class BroadcastCounts(BaseModel):
 class BroadcastView(BaseModel):
     broadcast: Broadcast
     counts: BroadcastCounts
+    outcomes_final: bool = Field(
+        default=False,
+        description="Every message (mass: every job) has its delivery outcome; the counts no longer move",
+    )
 
 
 @dataclass
 class _Settled:
     state: BroadcastState
     counts: BroadcastCounts
+    outcomes_final: bool = False
 
 
 class BroadcastService:
@@ -248,37 +257,56 @@ class BroadcastService:
         return broadcast
 
     def view(self, appid: str, broadcast_id: str) -> BroadcastView:
-        broadcast = self.get(appid, broadcast_id)
+        return self._refresh(self.get(appid, broadcast_id))
+
+    def _refresh(self, broadcast: Broadcast) -> BroadcastView:
+        """The counts, and the state they imply: sending → final once every message is final; a
+        final state refined by outcomes that came later (a mass job rejected in review), until
+        every outcome is known (`outcomes_final_at`, then BroadcastFinished, once)."""
         settled = self._settle(broadcast)
+        is_open = broadcast.state is BroadcastState.SENDING or (
+            broadcast.state in OUTCOME_STATES and broadcast.outcomes_final_at is None
+        )
+        if not is_open:
+            return BroadcastView(broadcast=broadcast, counts=settled.counts, outcomes_final=True)
+        now, update = self._now(), {}
         if settled.state is not broadcast.state:
+            update["updated_at"] = now
+            if broadcast.state is BroadcastState.SENDING:
+                update["finished_at"] = now
+        closes = settled.state is not BroadcastState.SENDING and settled.outcomes_final
+        if closes:
+            update["outcomes_final_at"] = now
+        if update:
             moved = self._store.set_state(
                 broadcast.id,
-                from_states={BroadcastState.SENDING},
+                from_states={broadcast.state},
                 to=settled.state,
-                update={"finished_at": self._now(), "updated_at": self._now()},
+                update=update,
+                when=lambda current: current.outcomes_final_at is None,
             )
-            if moved is not None:
+            if moved is not None and closes:
                 self._announce_finished(moved, settled.counts)
-            broadcast = moved or self.get(appid, broadcast_id)
-        return BroadcastView(broadcast=broadcast, counts=settled.counts)
+            broadcast = moved or self.get(broadcast.appid, broadcast.id)
+        return BroadcastView(
+            broadcast=broadcast,
+            counts=settled.counts,
+            outcomes_final=broadcast.outcomes_final_at is not None,
+        )
 
-    def settle_sending(self, appid: str) -> int:
-        """Reads every sending broadcast of the account, which settles those whose messages are
-        all final (the reconciler; reading one through the API does the same). Returns how many
-        reached their final state."""
-        settled, after = 0, None
-        while True:
-            page, after = self._store.list_broadcasts(
-                appid, state=BroadcastState.SENDING, limit=100, after=after
-            )
-            for broadcast in page:
-                if self.view(appid, broadcast.id).broadcast.state is not BroadcastState.SENDING:
-                    settled += 1
-            if after is None:
-                return settled
+    def settle_open(self, appid: str) -> int:
+        """Refreshes the account's open broadcasts (sending, or outcomes still to come): the
+        reconciler's step; reading one through the API does the same. Returns how many changed
+        state or became final."""
+        changed = 0
+        for broadcast in self._store.open_broadcasts(appid):
+            view = self._refresh(broadcast)
+            if view.broadcast.state is not broadcast.state or view.outcomes_final:
+                changed += 1
+        return changed
 
     def _announce_finished(self, broadcast: Broadcast, counts: BroadcastCounts) -> None:
-        """BroadcastFinished, by whoever moved the broadcast to its final state (once)."""
+        """BroadcastFinished, by whoever recorded that every outcome is known (once)."""
         if self._journey is None:
             return
         event = JourneyEvent(
@@ -293,7 +321,9 @@ class BroadcastService:
                 "state": str(broadcast.state),
                 "recipients": counts.recipients,
                 "by_state": counts.by_state,
+                "by_reason": counts.by_reason,
                 "excluded": counts.excluded,
+                "delivery": counts.delivery,
             },
         )
         try:
@@ -739,7 +769,16 @@ class BroadcastService:
                 "jobs_pending": int(summary.get("jobs", {}).get("pending", 0)),
             }
             open_batches = sum(int(summary.get("batches", {}).get(s, 0)) for s in ("queued", "sending"))
+            # A job WeChat failed or rejected in review reached nobody: its recipients failed.
+            for outcome in FAILED_JOB_OUTCOMES:
+                lost = int(summary.get("job_recipients", {}).get(outcome, 0))
+                if lost:
+                    counts.by_state["sent"] = counts.by_state.get("sent", 0) - lost
+                    counts.by_state["failed"] = counts.by_state.get("failed", 0) + lost
+                    failed_reasons = counts.by_reason.setdefault("failed", {})
+                    failed_reasons[outcome] = failed_reasons.get(outcome, 0) + lost
             done = cp.done and open_batches == 0
+            outcomes_final = done and counts.delivery["jobs_pending"] == 0
             sent = counts.by_state.get("sent", 0)
             failed = counts.by_state.get("failed", 0)
         else:
@@ -767,17 +806,18 @@ class BroadcastService:
                 "failed": after_failed,
                 "unknown": after_unknown,
             }
+            outcomes_final = done and by_state.get("sent", 0) == 0 and counts.in_flight == 0
             sent = by_state.get("sent", 0) + by_state.get("delivered", 0) + after_failed + after_unknown
             failed = by_state.get("failed", 0) - after_failed + by_state.get("unknown", 0) - after_unknown
         state = broadcast.state
-        if broadcast.state is BroadcastState.SENDING and done:
+        if (broadcast.state is BroadcastState.SENDING or broadcast.state in OUTCOME_STATES) and done:
             if sent == 0:
                 state = BroadcastState.FAILED  # nobody got it, whatever the reasons
             elif failed == 0:
                 state = BroadcastState.SENT
             else:
                 state = BroadcastState.PARTIALLY_SENT
-        return _Settled(state, counts)
+        return _Settled(state, counts, outcomes_final)
 
     # -- preview and articles ------------------------------------------------------------------
     def preview(

@@ -50,6 +50,9 @@ EDITABLE_STATES = frozenset({BroadcastState.DRAFT, BroadcastState.SCHEDULED})
 FINAL_STATES = frozenset(
     {BroadcastState.SENT, BroadcastState.PARTIALLY_SENT, BroadcastState.FAILED, BroadcastState.CANCELLED}
 )
+# Final states that delivery outcomes arriving later may still refine (a mass job WeChat rejected
+# in review); a cancelled broadcast keeps its cancel report.
+OUTCOME_STATES = frozenset({BroadcastState.SENT, BroadcastState.PARTIALLY_SENT, BroadcastState.FAILED})
 
 
 class AudienceKind(StrEnum):
@@ -253,6 +256,10 @@ class Broadcast(BaseModel):
     published_by: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    outcomes_final_at: datetime | None = Field(
+        default=None,
+        description="When every delivery outcome was known (no callback or mass job result awaited)",
+    )
     cancel: CancelReport | None = None
     confirmed_count: int | None = Field(default=None, description="The estimate the publisher confirmed")
     split: SplitProgress = Field(default_factory=SplitProgress)

@@ -140,7 +140,7 @@ class MassStatus(Protocol):
 
 
 class BroadcastSettler(Protocol):
-    def settle_sending(self, appid: str) -> int: ...
+    def settle_open(self, appid: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -528,4 +528,4 @@ class Reconciler:
                 return  # an empty page, or nothing moved (raced or failing): no endless loop
 
     def _settle(self, appid: str, report: ReconcileReport, until: float) -> None:
-        report.broadcasts_settled += self._broadcasts.settle_sending(appid)
+        report.broadcasts_settled += self._broadcasts.settle_open(appid)

@@ -1,0 +1,1 @@
+"""The `wxreach` operator CLI."""
