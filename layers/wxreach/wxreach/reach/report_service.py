@@ -147,7 +147,9 @@ class ReportService:
                     builder.event(finished, "delivered", job.sent_count or 0)
                     builder.event(finished, "failed", job.error_count or 0)
                     builder.failure("failed", "wechat_error", job.error_count or 0)
-                    builder.failure("filtered", "wechat_filter", job.filter_count or 0)
+                    # FilterCount is what was left to send after WeChat's filtering.
+                    if job.total_count is not None and job.filter_count is not None:
+                        builder.failure("filtered", "wechat_filter", job.total_count - job.filter_count)
             if rows is not None:
                 rows.extend(self._mass_rows(batch))
         return scanned, True
