@@ -37,8 +37,14 @@ lint: $(STAMP) ## ruff, layer requirements in sync, sam validate --lint
 	$(PY) scripts/export_openapi.py --check
 	$(VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
 
+.PHONY: browser
+browser: ## Headless Chromium for the browser e2e tests (best effort: they skip without it)
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1; } \
+	  || echo "chromium not installed: the browser e2e tests will skip"
+
 .PHONY: test
-test: lint ## Lint, validate the template and run unit, integration and e2e tests
+test: lint browser ## Lint, validate the template and run unit, integration and e2e tests
 	$(PY) -m pytest -n 2 -m "not e2e"
 	$(PY) -m pytest -m e2e
 

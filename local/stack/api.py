@@ -1,6 +1,7 @@
 """The HTTP front: API Gateway REST API (proxy integration, payload 1.0) in front of the workers,
 like `sam local start-api`. Routes come from the functions' Api events; AWS_IAM routes are guarded
-by a local API key (SigV4 is not verified locally)."""
+by a local API key (SigV4 is not verified locally). Paths no route takes may be the operator API's
+docs (apidocs.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from local.stack.apidocs import ApiDocs
 from local.stack.functions import FunctionRuntime, InvocationResult
 from local.stack.specs import RouteSpec
 
@@ -275,6 +277,7 @@ class ApiFront:
         self.runtime = runtime
         self.api_key = api_key
         self.account_id = account_id
+        self.docs = ApiDocs(api_key_header=API_KEY_HEADER)
         self.server = _FrontServer((host, port), _RequestHandler)
         self.server.front = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -312,7 +315,9 @@ class ApiFront:
                         found, raw_path = staged, raw_path[len(prefix) :]
                         break
         if found is None:
-            return json_response(404, {"message": "Missing Authentication Token"}, request_id)
+            return self._docs(method, path, headers, request_id) or json_response(
+                404, {"message": "Missing Authentication Token"}, request_id
+            )
         route, params = found
         if route.needs_api_key:
             given = next((v for k, v in headers if k.lower() == API_KEY_HEADER), "")
@@ -336,6 +341,22 @@ class ApiFront:
         if not result.ok:
             log.warning("[api] %s %s -> %s failed: %s", method, path, route.function, result.error)
         return map_result(result, request_id)
+
+    def _docs(
+        self, method: str, path: str, headers: list[tuple[str, str]], request_id: str
+    ) -> HttpResponse | None:
+        """The Swagger UI and its document: local only, no API key (a template route wins)."""
+        host = next((v for k, v in headers if k.lower() == "host"), "") or self.url.removeprefix("http://")
+        page = self.docs.serve(method, path, host)
+        if page is None:
+            return None
+        cache = "max-age=3600" if page.cache else "no-store"
+        response_headers = [
+            ("Content-Type", page.content_type),
+            ("Cache-Control", cache),
+            ("x-amzn-RequestId", request_id),
+        ]
+        return HttpResponse(page.status, response_headers, page.body)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
