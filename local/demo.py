@@ -89,7 +89,9 @@ def _ok(resp: httpx.Response, what: str) -> Any:
     return resp.json() if resp.content else None
 
 
-def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int) -> Report:
+def play(
+    sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int, report_dir: Path | None = None
+) -> Report:
     rng = random.Random(seed)
     report = Report()
     # trust_env=False: a configured HTTP proxy must not capture calls to 127.0.0.1.
@@ -295,7 +297,9 @@ def play(sandbox: SandboxServer, stack: LocalStack, *, followers: int, seed: int
     played = _play_broadcasts(
         report, wechat, api, stack, scheduled, openids=openids, leavers=leavers, rng=rng
     )
-    _play_delivery(report, wechat, api, stack, single, played)
+    reports = _play_delivery(report, wechat, api, stack, single, played)
+    if report_dir is not None:
+        _write_delivery_report(report, reports, report_dir)
     return report
 
 
@@ -865,7 +869,7 @@ def _play_delivery(
     stack: LocalStack,
     single: list[str],
     played: list[tuple[str, str, int]],
-) -> None:
+) -> list[dict[str, Any]]:
     """Once WeChat's delivery callbacks are all in, every message is in one final state and each
     broadcast's counts are the sum of its messages, equal to what the inboxes hold."""
     report.section("Delivery outcomes (status updater)")
@@ -878,6 +882,7 @@ def _play_delivery(
         not (states.keys() & {"queued", "sending", "sent"}),
         "every single send is final: delivered, failed, skipped or unknown, none still waiting",
     )
+    reports = []
     for name, bid, received in played:
         view = _ok(api.get(f"{BROADCASTS}/{bid}"), "reading a broadcast")
         counts, delivery = view["counts"], view["counts"].get("delivery", {})
@@ -904,6 +909,36 @@ def _play_delivery(
                 and by_state.get("delivered", 0) == received
             )
         report.check(agree, f"{short}: every message final, the counts add up, delivered = inboxes")
+        reports.append(_check_report(report, api, bid, short, view))
+    return reports
+
+
+def _write_delivery_report(report: Report, reports: list[dict[str, Any]], out_dir: Path) -> None:
+    """The operator's delivery report of the demo's broadcasts (what `wxreach report` writes)."""
+    from wxreach_cli.report import combine, write_report
+
+    files = write_report(combine(reports, title="wxreach demo: every broadcast"), out_dir)
+    report.section("Delivery report")
+    report.say(f"  {files.html.resolve()} (charts: {', '.join(sorted(p.name for p in files.pngs.values()))})")
+
+
+def _check_report(
+    report: Report, api: httpx.Client, bid: str, short: str, view: dict[str, Any]
+) -> dict[str, Any]:
+    """The report route tells the same story as the broadcast's counts."""
+    body = _ok(api.get(f"{BROADCASTS}/{bid}/report"), "reading a delivery report")
+    delivered = sum(b["delivered"] for b in body["timeline"]["buckets"])
+    delivery = view["counts"].get("delivery", {})
+    mass = view["broadcast"]["channel"] == "mass"
+    expected = delivery.get("sent", 0) if mass else delivery.get("delivered", 0)
+    rate = "n/a" if body["delivery_rate"] is None else f"{body['delivery_rate']:.0%}"
+    reasons = ", ".join(f"{f['state']}/{f['reason']} ×{f['count']}" for f in body["failures"][:3]) or "none"
+    report.say(f"    report: delivery rate {rate}, failures {reasons}")
+    report.check(
+        body["outcomes_final"] and body["complete"] and delivered == expected,
+        f"{short}: the report is final and its timeline adds up to the delivered count ({delivered})",
+    )
+    return dict(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -917,7 +952,13 @@ def main(argv: list[str] | None = None) -> int:
     print("Starting the WeChat sandbox and the local stack…", flush=True)
     with running_system(args.data_dir, args.seed) as (sandbox, stack):
         print(f"  sandbox {sandbox.url}   API {stack.api_url}   moto {stack.moto_url}", flush=True)
-        report = play(sandbox, stack, followers=args.followers, seed=args.seed)
+        report = play(
+            sandbox,
+            stack,
+            followers=args.followers,
+            seed=args.seed,
+            report_dir=args.data_dir / "delivery-report",
+        )
     print("\nwxreach demo report" + "\n".join(report.lines))
     if report.problems:
         print(f"\n{len(report.problems)} check(s) failed.", file=sys.stderr)
