@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+from api_errors import JSON_BODY, UNKNOWN_ACCOUNT, UNKNOWN_BROADCAST, WECHAT, Reasons, responses
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -33,6 +34,10 @@ router = Router()
 AppId = Annotated[str, Path(pattern=APPID_PATTERN, description="The account's AppID")]
 BroadcastId = Annotated[str, Path(pattern=BROADCAST_ID_PATTERN, description="A broadcast id (b + 20 hex)")]
 WXNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{5,19}$"
+# Refused by the account's type or the segment object's place.
+ACCOUNT_RULES: Reasons = {400: "audience_not_allowed, channel_not_allowed, segment_outside_account"}
+# Reading the audience: a segment object that cannot be read.
+AUDIENCE: Reasons = {400: "segment_unreadable"}
 
 
 class ReportFormat(StrEnum):
@@ -99,7 +104,12 @@ def _json(status: int, body: BaseModel) -> Response[Any]:
 @router.post(
     "/accounts/<appid>/broadcasts",
     summary="Create a broadcast (draft)",
-    responses={201: {"description": "Created (or the one this request_key created before)"}},
+    responses=responses(
+        JSON_BODY,
+        UNKNOWN_ACCOUNT,
+        ACCOUNT_RULES,
+        ok={201: "Created (or the one this request_key created before)"},
+    ),
 )
 def create_broadcast(appid: AppId, request: CreateBroadcast) -> Response[Broadcast]:
     spec = BroadcastInput.model_validate(request.model_dump(exclude={"request_key"}))
@@ -109,7 +119,11 @@ def create_broadcast(appid: AppId, request: CreateBroadcast) -> Response[Broadca
     return _json(201, broadcast)
 
 
-@router.get("/accounts/<appid>/broadcasts", summary="List broadcasts, newest first")
+@router.get(
+    "/accounts/<appid>/broadcasts",
+    summary="List broadcasts, newest first",
+    responses=responses(UNKNOWN_ACCOUNT, {400: "bad_page_token"}),
+)
 def list_broadcasts(
     appid: AppId,
     state: Annotated[BroadcastState | None, Query()] = None,
@@ -123,20 +137,38 @@ def list_broadcasts(
 
 
 @router.post(
-    "/accounts/<appid>/broadcasts/estimate", summary="Estimate a proposed broadcast (nothing stored)"
+    "/accounts/<appid>/broadcasts/estimate",
+    summary="Estimate a proposed broadcast (nothing stored)",
+    # Estimates look an unknown template up on WeChat once: its refusal is the answer.
+    responses=responses(JSON_BODY, UNKNOWN_ACCOUNT, ACCOUNT_RULES, AUDIENCE, WECHAT),
 )
 def estimate_proposed(appid: AppId, request: BroadcastInput) -> Estimate:
     return container.broadcast_service().estimate_proposed(appid, request)
 
 
 @router.get(
-    "/accounts/<appid>/broadcasts/<broadcast_id>", summary="A broadcast with counts by state and reason"
+    "/accounts/<appid>/broadcasts/<broadcast_id>",
+    summary="A broadcast with counts by state and reason",
+    responses=responses(UNKNOWN_BROADCAST),
 )
 def get_broadcast(appid: AppId, broadcast_id: BroadcastId) -> BroadcastView:
     return container.broadcast_service().view(appid, broadcast_id)
 
 
-@router.patch("/accounts/<appid>/broadcasts/<broadcast_id>", summary="Edit a draft or scheduled broadcast")
+@router.patch(
+    "/accounts/<appid>/broadcasts/<broadcast_id>",
+    summary="Edit a draft or scheduled broadcast",
+    responses=responses(
+        JSON_BODY,
+        UNKNOWN_BROADCAST,
+        {400: "invalid_broadcast"},
+        ACCOUNT_RULES,
+        {
+            400: "time_in_past",
+            409: "not_editable, not_scheduled, scheduled_content_fixed, concurrent_change",
+        },
+    ),
+)
 def edit_broadcast(appid: AppId, broadcast_id: BroadcastId, request: BroadcastEdit) -> Broadcast:
     return container.broadcast_service().edit(appid, broadcast_id, request, actor=_actor())
 
@@ -144,7 +176,9 @@ def edit_broadcast(appid: AppId, broadcast_id: BroadcastId, request: BroadcastEd
 @router.delete(
     "/accounts/<appid>/broadcasts/<broadcast_id>",
     summary="Delete a draft",
-    responses={204: {"description": "Deleted"}},
+    responses=responses(
+        UNKNOWN_BROADCAST, {409: "not_a_draft, concurrent_change"}, ok={204: "Deleted (no body)"}
+    ),
 )
 def delete_broadcast(appid: AppId, broadcast_id: BroadcastId) -> Response[None]:
     container.broadcast_service().delete(appid, broadcast_id, actor=_actor())
@@ -152,7 +186,9 @@ def delete_broadcast(appid: AppId, broadcast_id: BroadcastId) -> Response[None]:
 
 
 @router.post(
-    "/accounts/<appid>/broadcasts/<broadcast_id>/estimate", summary="Exact recipients and exclusions"
+    "/accounts/<appid>/broadcasts/<broadcast_id>/estimate",
+    summary="Exact recipients and exclusions",
+    responses=responses(UNKNOWN_BROADCAST, AUDIENCE, WECHAT),
 )
 def estimate_broadcast(appid: AppId, broadcast_id: BroadcastId) -> Estimate:
     return container.broadcast_service().estimate(appid, broadcast_id)
@@ -161,6 +197,7 @@ def estimate_broadcast(appid: AppId, broadcast_id: BroadcastId) -> Estimate:
 @router.post(
     "/accounts/<appid>/broadcasts/<broadcast_id>/dry-run",
     summary="Who would get what, and who is skipped and why, as an S3 report; sends nothing",
+    responses=responses(UNKNOWN_BROADCAST, AUDIENCE, WECHAT),
 )
 def dry_run_broadcast(appid: AppId, broadcast_id: BroadcastId) -> DryRunResult:
     return container.broadcast_service().dry_run(appid, broadcast_id, actor=_actor())
@@ -169,7 +206,18 @@ def dry_run_broadcast(appid: AppId, broadcast_id: BroadcastId) -> DryRunResult:
 @router.post(
     "/accounts/<appid>/broadcasts/<broadcast_id>/publish",
     summary="Send now or at a time (large sends need confirm)",
-    responses={202: {"description": "Sending or scheduled"}},
+    responses=responses(
+        JSON_BODY,
+        UNKNOWN_BROADCAST,
+        {400: "unknown_template, time_in_past"},
+        AUDIENCE,
+        {
+            409: "not_a_draft, too_few_recipients, exceeds_daily_cap, confirmation_required, "
+            "confirmation_mismatch, concurrent_change"
+        },
+        WECHAT,
+        ok={202: "Sending or scheduled"},
+    ),
 )
 def publish_broadcast(
     appid: AppId, broadcast_id: BroadcastId, request: PublishRequest
@@ -183,6 +231,8 @@ def publish_broadcast(
 @router.post(
     "/accounts/<appid>/broadcasts/<broadcast_id>/cancel",
     summary="Cancel; the answer says exactly how many were sent before and how many never will be",
+    # A draft's or scheduled broadcast's "never will be" is its estimate, which may consult WeChat.
+    responses=responses(UNKNOWN_BROADCAST, {409: "already_final, concurrent_change"}, WECHAT),
 )
 def cancel_broadcast(appid: AppId, broadcast_id: BroadcastId) -> Broadcast:
     return container.broadcast_service().cancel(appid, broadcast_id, actor=_actor())
@@ -191,6 +241,16 @@ def cancel_broadcast(appid: AppId, broadcast_id: BroadcastId) -> Broadcast:
 @router.post(
     "/accounts/<appid>/broadcasts/<broadcast_id>/preview",
     summary="Send to one follower: /mass/preview for mass, a real send for template/subscribe",
+    responses=responses(
+        JSON_BODY,
+        UNKNOWN_BROADCAST,
+        {
+            400: "openid_required; mass: WeChat's refusal (not_following, invalid_media_id, …)",
+            429: "rate_limit (mass calls at their per-minute limit)",
+            502: "wechat_error",
+            503: "WeChat's reason the send or the mass call could not go now (system_busy, …)",
+        },
+    ),
 )
 def preview_broadcast(appid: AppId, broadcast_id: BroadcastId, request: PreviewRequest) -> dict[str, Any]:
     return container.broadcast_service().preview(
@@ -201,6 +261,16 @@ def preview_broadcast(appid: AppId, broadcast_id: BroadcastId, request: PreviewR
 @router.post(
     "/accounts/<appid>/broadcasts/<broadcast_id>/articles/delete",
     summary="Delete a sent article (/mass/delete); article_idx 0 = all",
+    responses=responses(
+        JSON_BODY,
+        UNKNOWN_BROADCAST,
+        {
+            400: "not_mass, not_an_article, or WeChat's refusal (invalid_media_id, …)",
+            404: "unknown_msg_id",
+            409: "not_sent",
+            503: "WeChat's reason the call could not go now (system_busy, token_unavailable, …)",
+        },
+    ),
 )
 def delete_article(appid: AppId, broadcast_id: BroadcastId, request: DeleteArticleRequest) -> Broadcast:
     return container.broadcast_service().delete_article(
@@ -208,7 +278,11 @@ def delete_article(appid: AppId, broadcast_id: BroadcastId, request: DeleteArtic
     )
 
 
-@router.get("/accounts/<appid>/broadcasts/<broadcast_id>/audit", summary="Who did what, when")
+@router.get(
+    "/accounts/<appid>/broadcasts/<broadcast_id>/audit",
+    summary="Who did what, when",
+    responses=responses(UNKNOWN_BROADCAST),
+)
 def audit_trail(appid: AppId, broadcast_id: BroadcastId) -> AuditTrail:
     return AuditTrail(entries=container.broadcast_service().audit_trail(appid, broadcast_id))
 
@@ -216,6 +290,7 @@ def audit_trail(appid: AppId, broadcast_id: BroadcastId) -> AuditTrail:
 @router.get(
     "/accounts/<appid>/broadcasts/<broadcast_id>/report",
     summary="Delivery report: counts, failure reasons with examples, delivery over time, CSV export",
+    responses=responses(UNKNOWN_BROADCAST),
 )
 def broadcast_report(
     appid: AppId,

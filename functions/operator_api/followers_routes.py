@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from api_errors import UNKNOWN_ACCOUNT, WECHAT, responses
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -60,7 +61,11 @@ class TagSyncResponse(BaseModel):
 @router.post(
     "/accounts/<appid>/followers/sync",
     summary="Start a follower sync (or get the one running)",
-    responses={202: {"description": "Accepted: the job runs in the background"}},
+    responses=responses(
+        UNKNOWN_ACCOUNT,
+        {409: "sync_busy (the sync record kept changing)"},
+        ok={202: "Accepted: the job runs in the background (or the one running)"},
+    ),
 )
 def start_follower_sync(
     appid: AppId,
@@ -77,7 +82,11 @@ def start_follower_sync(
     )
 
 
-@router.get("/accounts/<appid>/followers/sync", summary="Progress of the latest follower sync")
+@router.get(
+    "/accounts/<appid>/followers/sync",
+    summary="Progress of the latest follower sync",
+    responses=responses(UNKNOWN_ACCOUNT, {404: "sync_not_found"}),
+)
 def follower_sync_progress(appid: AppId) -> FollowerSyncView:
     container.accounts().get(appid)
     job = container.follower_sync_service().progress(appid)
@@ -86,7 +95,11 @@ def follower_sync_progress(appid: AppId) -> FollowerSyncView:
     return FollowerSyncView.of(job)
 
 
-@router.post("/accounts/<appid>/tags/sync", summary="Sync tags and their members from WeChat")
+@router.post(
+    "/accounts/<appid>/tags/sync",
+    summary="Sync tags and their members from WeChat",
+    responses=responses(UNKNOWN_ACCOUNT, WECHAT, {503: "store_busy"}),
+)
 def sync_tags(appid: AppId) -> TagSyncResponse:
     container.accounts().get(appid)
     result = container.follower_sync_service().sync_tags(appid)
@@ -101,7 +114,11 @@ def sync_tags(appid: AppId) -> TagSyncResponse:
     )
 
 
-@router.get("/accounts/<appid>/tags", summary="The account's tags as last synced")
+@router.get(
+    "/accounts/<appid>/tags",
+    summary="The account's tags as last synced",
+    responses=responses(UNKNOWN_ACCOUNT),
+)
 def list_tags(appid: AppId) -> TagList:
     container.accounts().get(appid)
     return TagList(tags=container.follower_sync_service().tags(appid))

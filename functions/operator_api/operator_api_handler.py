@@ -9,8 +9,12 @@ import json
 import uuid
 from typing import Annotated, Any
 
+from api_errors import JSON_BODY, UNKNOWN_ACCOUNT, WECHAT, responses
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -123,14 +127,18 @@ class SendResponse(BaseModel):
     )
 
 
-@app.post("/accounts", summary="Register an Official Account", responses={201: {"description": "Created"}})
+@app.post(
+    "/accounts",
+    summary="Register an Official Account",
+    responses=responses(JSON_BODY, {400: "missing_aes_key", 409: "account_exists"}, ok={201: "Created"}),
+)
 def create_account(registration: AccountRegistration) -> Response[Account]:
     account = container.register_account(registration)
     logger.info("account registered", appid=account.appid)
     return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=account)
 
 
-@app.get("/accounts", summary="List accounts")
+@app.get("/accounts", summary="List accounts", responses=responses())
 def list_accounts(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     after: Annotated[str | None, Query(pattern=APPID_PATTERN)] = None,
@@ -139,12 +147,20 @@ def list_accounts(
     return AccountPage(accounts=accounts, next=next_key)
 
 
-@app.get("/accounts/<appid>", summary="Get an account (secrets are never returned)")
+@app.get(
+    "/accounts/<appid>",
+    summary="Get an account (secrets are never returned)",
+    responses=responses(UNKNOWN_ACCOUNT),
+)
 def get_account(appid: AppId) -> Account:
     return container.accounts().get(appid)
 
 
-@app.get("/accounts/<appid>/followers/<openid>", summary="Follower state and subscription credits")
+@app.get(
+    "/accounts/<appid>/followers/<openid>",
+    summary="Follower state and subscription credits",
+    responses=responses(UNKNOWN_ACCOUNT, {404: "unknown_follower"}),
+)
 def get_follower(appid: AppId, openid: OpenId) -> Follower:
     container.accounts().get(appid)
     follower = container.followers().get(appid, openid)
@@ -153,12 +169,20 @@ def get_follower(appid: AppId, openid: OpenId) -> Follower:
     return follower
 
 
-@app.post("/keywords/check", summary="Check keyword values against WeChat's rules (up to 1 000)")
+@app.post(
+    "/keywords/check",
+    summary="Check keyword values against WeChat's rules (up to 1 000)",
+    responses=responses(JSON_BODY),
+)
 def check_keywords(request: KeywordCheckRequest) -> KeywordCheckResponse:
     return check_items(request)
 
 
-@app.post("/accounts/<appid>/templates/sync", summary="Sync the account's templates from WeChat")
+@app.post(
+    "/accounts/<appid>/templates/sync",
+    summary="Sync the account's templates from WeChat",
+    responses=responses(UNKNOWN_ACCOUNT, WECHAT),
+)
 def sync_templates(appid: AppId) -> TemplateSyncResponse:
     container.accounts().get(appid)
     results = container.template_service().sync(appid)
@@ -167,7 +191,11 @@ def sync_templates(appid: AppId) -> TemplateSyncResponse:
     )
 
 
-@app.get("/accounts/<appid>/templates", summary="List the account's synced templates")
+@app.get(
+    "/accounts/<appid>/templates",
+    summary="List the account's synced templates",
+    responses=responses(UNKNOWN_ACCOUNT),
+)
 def list_templates(appid: AppId, channel: Annotated[Channel | None, Query()] = None) -> TemplateList:
     container.accounts().get(appid)
     return TemplateList(templates=container.template_service().list(appid, channel))
@@ -176,6 +204,7 @@ def list_templates(appid: AppId, channel: Annotated[Channel | None, Query()] = N
 @app.get(
     "/accounts/<appid>/templates/<channel>/<template_id>",
     summary="One template: keywords with types and rules",
+    responses=responses(UNKNOWN_ACCOUNT, {404: "unknown_template"}),
 )
 def get_template(appid: AppId, channel: Channel, template_id: TemplateId) -> TemplateDetail:
     container.accounts().get(appid)
@@ -187,7 +216,12 @@ def get_template(appid: AppId, channel: Channel, template_id: TemplateId) -> Tem
     )
 
 
-@app.post("/accounts/<appid>/messages/preview", summary="Final values, violations and lint for samples")
+@app.post(
+    "/accounts/<appid>/messages/preview",
+    summary="Final values, violations and lint for samples",
+    # An unknown template is looked for on WeChat once: its refusal is the answer.
+    responses=responses(JSON_BODY, UNKNOWN_ACCOUNT, {404: "unknown_template"}, WECHAT),
+)
 def preview_message(appid: AppId, request: PreviewRequest) -> PreviewResponse:
     account = container.accounts().get(appid)
     template, results = container.send_service().preview(
@@ -205,7 +239,18 @@ def preview_message(appid: AppId, request: PreviewRequest) -> PreviewResponse:
 @app.post(
     "/accounts/<appid>/messages",
     summary="Send one message to one openid, synchronously (or a dry run)",
-    responses={202: {"description": "Accepted: WeChat asked to wait; the send queue finishes it"}},
+    responses=responses(
+        JSON_BODY,
+        UNKNOWN_ACCOUNT,
+        {
+            502: "wechat_error (WeChat refused the call)",
+            503: "wechat_error (a dry run), or WeChat's reason the send could not start (system_busy, …)",
+        },
+        ok={
+            200: "Sent (the message says how WeChat answered), or the dry run's outcome",
+            202: "Accepted: WeChat asked to wait; the send queue finishes it",
+        },
+    ),
 )
 def send_message(appid: AppId, request: SendRequest) -> Response[SendResponse]:
     container.accounts().get(appid)
@@ -224,7 +269,11 @@ def send_message(appid: AppId, request: SendRequest) -> Response[SendResponse]:
     return _json(202 if queued else 200, SendResponse(message=messages[0], queued=queued))
 
 
-@app.get("/accounts/<appid>/messages/<message_id>", summary="A message's record and state")
+@app.get(
+    "/accounts/<appid>/messages/<message_id>",
+    summary="A message's record and state",
+    responses=responses({404: "unknown_message"}),
+)
 def get_message(appid: AppId, message_id: MessageId) -> Message:
     message = container.send_service().get_message(appid, message_id)
     if message is None:
@@ -257,23 +306,40 @@ def domain_error(exc: WxReachError) -> Response:
     )
 
 
+@app.not_found
+def no_route(_: Exception) -> Response:
+    # API Gateway routed it, so a path parameter holds characters the resolver's routes do not take.
+    return Response(
+        status_code=404,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": "not_found", "message": "no route takes this path; check its parameters"},
+    )
+
+
 def _media_type() -> str:
     headers = {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
     return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _unsupported_media_type() -> Response:
+    return Response(
+        status_code=415,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": "unsupported_media_type", "message": "send JSON with content-type: application/json"},
+    )
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def not_json(_: RequestUnsupportedContentType) -> Response:
+    # text/plain and the other types Powertools does not parse: not its own {statusCode, detail}.
+    return _unsupported_media_type()
 
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(exc: RequestValidationError) -> Response:
     if app.current_event.body and _media_type() not in ("", "application/json"):
         # A form-encoded body (curl -d without a content type) reads as "every field missing".
-        return Response(
-            status_code=415,
-            content_type=content_types.APPLICATION_JSON,
-            body={
-                "error": "unsupported_media_type",
-                "message": "send JSON with content-type: application/json",
-            },
-        )
+        return _unsupported_media_type()
     # Drop the offending input values: a bad AppSecret must not be echoed back or logged.
     problems = [
         {"loc": list(err.get("loc", ())), "type": err.get("type"), "msg": err.get("msg")}

@@ -143,10 +143,13 @@ def test_secrets_read_by_the_webhook_never_reach_the_logs(world: AwsWorld, regis
         assert secret not in out
 
 
-def test_a_form_encoded_body_is_415_with_a_hint(world: AwsWorld) -> None:
-    event = api_event("create_account", headers={"Content-Type": "application/x-www-form-urlencoded"})
-    resp = call(operator_api_handler, event)
-    assert resp["statusCode"] == 415
-    assert json_body(resp)["error"] == "unsupported_media_type"
+def test_a_body_that_is_not_json_is_415_with_a_hint(world: AwsWorld) -> None:
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        resp = call(operator_api_handler, api_event("create_account", headers={"Content-Type": content_type}))
+        assert resp["statusCode"] == 415, content_type
+        assert json_body(resp) == {
+            "error": "unsupported_media_type",
+            "message": "send JSON with content-type: application/json",
+        }
     charset = api_event("create_account", headers={"Content-Type": "application/json; charset=utf-8"})
     assert call(operator_api_handler, charset)["statusCode"] == 201
