@@ -884,6 +884,10 @@ def test_a_split_that_can_never_succeed_fails_the_broadcast(world: BroadcastWorl
     world.pump()
     failed = service.get(APPID, broadcast.id)
     assert failed.state is BroadcastState.FAILED and failed.failure == "segment_unreadable"
+    # Nothing more will be split: its outcomes are final, it leaves the reconciler's open list.
+    view = service.view(APPID, broadcast.id)
+    assert view.outcomes_final and view.broadcast.outcomes_final_at is not None
+    assert broadcast.id not in [b.id for b in container.broadcast_store().open_broadcasts(APPID)]
 
 
 def test_scheduled_content_is_fixed_and_nothing_sent_ends_failed(world: BroadcastWorld) -> None:

@@ -778,7 +778,9 @@ class BroadcastService:
                     failed_reasons = counts.by_reason.setdefault("failed", {})
                     failed_reasons[outcome] = failed_reasons.get(outcome, 0) + lost
             done = cp.done and open_batches == 0
-            outcomes_final = done and counts.delivery["jobs_pending"] == 0
+            # A split that failed splits nothing more: what it queued still decides the outcomes.
+            split_over = cp.done or broadcast.failure is not None
+            outcomes_final = split_over and open_batches == 0 and counts.delivery["jobs_pending"] == 0
             sent = counts.by_state.get("sent", 0)
             failed = counts.by_state.get("failed", 0)
         else:
@@ -806,7 +808,13 @@ class BroadcastService:
                 "failed": after_failed,
                 "unknown": after_unknown,
             }
-            outcomes_final = done and by_state.get("sent", 0) == 0 and counts.in_flight == 0
+            split_over = cp.done or broadcast.failure is not None
+            outcomes_final = (
+                split_over
+                and finished >= cp.recipients
+                and by_state.get("sent", 0) == 0
+                and counts.in_flight == 0
+            )
             sent = by_state.get("sent", 0) + by_state.get("delivered", 0) + after_failed + after_unknown
             failed = by_state.get("failed", 0) - after_failed + by_state.get("unknown", 0) - after_unknown
         state = broadcast.state
