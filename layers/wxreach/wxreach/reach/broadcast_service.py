@@ -759,11 +759,14 @@ class BroadcastService:
     def _settle(self, broadcast: Broadcast) -> _Settled:
         cp = self._store.checkpoint(broadcast.id)
         counts = BroadcastCounts(recipients=cp.recipients, excluded=dict(cp.excluded))
+        # A split that failed splits nothing more: what it queued still decides the outcomes.
+        split_over = cp.done or broadcast.failure is not None
         if broadcast.channel is BroadcastChannel.MASS:
             summary = self._mass_batches.summary(broadcast.id)
             counts.batches = summary
             counts.by_state = {k: int(v) for k, v in summary.get("recipients", {}).items()}
-            counts.by_reason = summary.get("reasons", {})
+            # A copy: the failed jobs below must not change the batches block (summary["reasons"]).
+            counts.by_reason = {state: dict(r) for state, r in summary.get("reasons", {}).items()}
             counts.delivery = {
                 **summary.get("wechat", {}),
                 "jobs_pending": int(summary.get("jobs", {}).get("pending", 0)),
@@ -778,8 +781,6 @@ class BroadcastService:
                     failed_reasons = counts.by_reason.setdefault("failed", {})
                     failed_reasons[outcome] = failed_reasons.get(outcome, 0) + lost
             done = cp.done and open_batches == 0
-            # A split that failed splits nothing more: what it queued still decides the outcomes.
-            split_over = cp.done or broadcast.failure is not None
             outcomes_final = split_over and open_batches == 0 and counts.delivery["jobs_pending"] == 0
             sent = counts.by_state.get("sent", 0)
             failed = counts.by_state.get("failed", 0)
@@ -808,7 +809,6 @@ class BroadcastService:
                 "failed": after_failed,
                 "unknown": after_unknown,
             }
-            split_over = cp.done or broadcast.failure is not None
             outcomes_final = (
                 split_over
                 and finished >= cp.recipients
